@@ -1,0 +1,329 @@
+/* SPDX-License-Identifier: MIT */
+/* config.c - batond's command line: parse everything, validate everything, bind nothing. */
+#include "config.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "duration.h"
+#include "log.h"
+
+#ifndef BATON_VERSION
+#define BATON_VERSION "0.1.0"
+#endif
+
+void config_help(FILE *f)
+{
+	(void)fputs(
+		"Usage: batond [OPTIONS] -- COMMAND [ARG]...\n"
+		"Hold listening sockets and run COMMAND as workers that inherit them; restart the\n"
+		"workers in rolling generations without dropping a connection.\n"
+		"\n"
+		"  -l, --listen [NAME=]ADDRESS  listen on ADDRESS (repeatable): HOST:PORT,\n"
+		"                               [V6ADDR]:PORT, tcp://HOST:PORT, udp://HOST:PORT,\n"
+		"                               unix:/path, unix:@abstract; NAME defaults to listenN\n"
+		"      --backlog N              accept queue length for stream listeners (4096)\n"
+		"  -n, --workers N              workers per generation (1)\n"
+		"      --batch K                replace K workers at a time on reload (all)\n"
+		"      --ready MODE             notify (READY=1 via NOTIFY_SOCKET), delay:DUR, none\n"
+		"                               (notify)\n"
+		"      --ready-timeout DUR      spawn-to-ready limit per worker (60s)\n"
+		"      --drain-signal SIG       signal that asks a worker to drain (TERM)\n"
+		"      --drain-timeout DUR      drain-to-SIGKILL limit per worker (30s)\n"
+		"      --pid-file PATH          write batond's pid to PATH, removed on exit\n"
+		"  -v, --verbose                log debug messages too\n"
+		"  -h, --help                   show this help and exit\n"
+		"  -V, --version                show the version and exit\n"
+		"\n"
+		"Durations take a unit: 500ms, 30s, 2m (us, ms, s, m, h; none means seconds).\n"
+		"Signals: SIGHUP rolls out a new generation; SIGTERM or SIGINT drains every worker,\n"
+		"closes the listeners and exits 0 (a second one kills the workers at once).\n"
+		"Workers get the listeners at fds 3.. and LISTEN_FDS, LISTEN_PID, LISTEN_FDNAMES,\n"
+		"NOTIFY_SOCKET, BATON_GENERATION and BATON_WORKER.\n"
+		"Exit status: 0 clean stop, 1 runtime failure, 2 bad usage or configuration.\n"
+		"See batond(8).\n",
+		f);
+}
+
+static const struct {
+	const char *name;
+	int signo;
+} signal_names[] = {
+	{ "HUP", SIGHUP },   { "INT", SIGINT },	  { "QUIT", SIGQUIT },	{ "KILL", SIGKILL },
+	{ "USR1", SIGUSR1 }, { "USR2", SIGUSR2 }, { "TERM", SIGTERM },	{ "WINCH", SIGWINCH },
+	{ "CONT", SIGCONT }, { "STOP", SIGSTOP }, { "ALRM", SIGALRM },	{ "PWR", SIGPWR },
+};
+
+int config_parse_signal(const char *s)
+{
+	char *end;
+	long v;
+
+	if (strncasecmp(s, "SIG", 3) == 0)
+		s += 3;
+	for (size_t i = 0; i < sizeof(signal_names) / sizeof(signal_names[0]); i++)
+		if (strcasecmp(s, signal_names[i].name) == 0)
+			return signal_names[i].signo;
+	if (*s < '0' || *s > '9')
+		return -EINVAL;
+	errno = 0;
+	v = strtol(s, &end, 10);
+	if (errno || *end || v < 1 || v >= NSIG)
+		return -EINVAL;
+	return (int)v;
+}
+
+int config_parse_ready(const char *s, enum rollout_ready_mode *ret_mode, uint64_t *ret_delay_usec)
+{
+	uint64_t usec = 0;
+
+	if (strcmp(s, "notify") == 0) {
+		*ret_mode = ROLLOUT_READY_NOTIFY;
+	} else if (strcmp(s, "none") == 0) {
+		*ret_mode = ROLLOUT_READY_NONE;
+	} else if (strncmp(s, "delay:", 6) == 0) {
+		if (duration_parse(s + 6, &usec) < 0)
+			return -EINVAL;
+		*ret_mode = ROLLOUT_READY_DELAY;
+	} else {
+		return -EINVAL;
+	}
+	*ret_delay_usec = usec;
+	return 0;
+}
+
+static int parse_uint(const char *s, unsigned min, unsigned max, unsigned *ret)
+{
+	unsigned long v;
+	char *end;
+
+	if (*s < '0' || *s > '9')
+		return -EINVAL;
+	errno = 0;
+	v = strtoul(s, &end, 10);
+	if (errno == ERANGE || *end)
+		return errno == ERANGE ? -ERANGE : -EINVAL;
+	if (v < min || v > max)
+		return -ERANGE;
+	*ret = (unsigned)v;
+	return 0;
+}
+
+static int check_executable(const char *p)
+{
+	struct stat st;
+
+	if (stat(p, &st) < 0)
+		return -errno;
+	if (S_ISDIR(st.st_mode))
+		return -EISDIR;
+	if (access(p, X_OK) < 0)
+		return -errno;
+	return 0;
+}
+
+int config_find_executable(const char *name, const char *path, char *ret, size_t size)
+{
+	int first_error = -ENOENT;
+
+	if (*name == '\0')
+		return -ENOENT;
+	if (strchr(name, '/')) {
+		int r = check_executable(name);
+
+		if (r < 0)
+			return r;
+		if (strlen(name) >= size)
+			return -ENAMETOOLONG;
+		strcpy(ret, name);
+		return 0;
+	}
+	if (!path || !*path)
+		path = "/usr/local/bin:/usr/bin:/bin";
+	while (*path) {
+		size_t n = strcspn(path, ":");
+		char buf[PATH_MAX];
+		int r;
+
+		/* An empty PATH element means the current directory. */
+		if (n == 0)
+			r = snprintf(buf, sizeof(buf), "./%s", name);
+		else
+			r = snprintf(buf, sizeof(buf), "%.*s/%s", (int)n, path, name);
+		if (r > 0 && (size_t)r < sizeof(buf)) {
+			int e = check_executable(buf);
+
+			if (e == 0) {
+				if ((size_t)r >= size)
+					return -ENAMETOOLONG;
+				memcpy(ret, buf, (size_t)r + 1);
+				return 0;
+			}
+			if (e == -EACCES)
+				first_error = e;
+		}
+		path += n;
+		if (*path == ':')
+			path++;
+	}
+	return first_error;
+}
+
+static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+static int usage_error(const char *fmt, ...)
+{
+	char msg[512];
+	va_list ap;
+
+	va_start(ap, fmt);
+	(void)vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	log_error("%s (try 'batond --help')", msg);
+	return -EINVAL;
+}
+
+int config_parse(int argc, char **argv, struct config *c)
+{
+	enum {
+		OPT_BACKLOG = 0x100,
+		OPT_BATCH,
+		OPT_READY,
+		OPT_READY_TIMEOUT,
+		OPT_DRAIN_SIGNAL,
+		OPT_DRAIN_TIMEOUT,
+		OPT_PID_FILE,
+	};
+	static const struct option options[] = {
+		{ "listen", required_argument, NULL, 'l' },
+		{ "backlog", required_argument, NULL, OPT_BACKLOG },
+		{ "workers", required_argument, NULL, 'n' },
+		{ "batch", required_argument, NULL, OPT_BATCH },
+		{ "ready", required_argument, NULL, OPT_READY },
+		{ "ready-timeout", required_argument, NULL, OPT_READY_TIMEOUT },
+		{ "drain-signal", required_argument, NULL, OPT_DRAIN_SIGNAL },
+		{ "drain-timeout", required_argument, NULL, OPT_DRAIN_TIMEOUT },
+		{ "pid-file", required_argument, NULL, OPT_PID_FILE },
+		{ "verbose", no_argument, NULL, 'v' },
+		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
+		{ 0 },
+	};
+	unsigned u;
+	int opt, r;
+
+	memset(c, 0, sizeof(*c));
+	c->backlog = LISTENER_BACKLOG_DEFAULT;
+	c->rollout.n_workers = 1;
+	c->rollout.ready_mode = ROLLOUT_READY_NOTIFY;
+	c->rollout.ready_timeout_usec = CONFIG_READY_TIMEOUT_DEFAULT_USEC;
+	c->rollout.drain_timeout_usec = CONFIG_DRAIN_TIMEOUT_DEFAULT_USEC;
+	c->drain_signal = SIGTERM;
+	c->log_level = LOG_INFO;
+
+	optind = 0; /* full reset: config_parse may run more than once (tests) */
+	opterr = 0;
+	/* '+': stop at the first non-option, which is the worker command. */
+	while ((opt = getopt_long(argc, argv, "+:l:n:vhV", options, NULL)) >= 0) {
+		switch (opt) {
+		case 'l': {
+			struct listener *l;
+
+			if (c->n_listeners >= CONFIG_MAX_LISTENERS)
+				return usage_error("too many listeners (at most %d)", CONFIG_MAX_LISTENERS);
+			l = &c->listeners[c->n_listeners];
+			r = listener_parse(optarg, (unsigned)c->n_listeners, l);
+			if (r < 0)
+				return log_error_errno(r, "invalid listen address '%s'", optarg);
+			for (size_t i = 0; i < c->n_listeners; i++)
+				if (strcmp(c->listeners[i].name, l->name) == 0)
+					return usage_error("duplicate listener name '%s'", l->name);
+			c->n_listeners++;
+			break;
+		}
+		case OPT_BACKLOG:
+			r = parse_uint(optarg, 1, INT_MAX, &u);
+			if (r < 0)
+				return usage_error("invalid --backlog '%s': expected 1 or more", optarg);
+			c->backlog = (int)u;
+			break;
+		case 'n':
+			r = parse_uint(optarg, 1, ROLLOUT_MAX_WORKERS, &u);
+			if (r < 0)
+				return usage_error("invalid --workers '%s': expected 1 to 256", optarg);
+			c->rollout.n_workers = u;
+			break;
+		case OPT_BATCH:
+			r = parse_uint(optarg, 1, ROLLOUT_MAX_WORKERS, &u);
+			if (r < 0)
+				return usage_error("invalid --batch '%s': expected 1 to 256", optarg);
+			c->rollout.batch = u;
+			break;
+		case OPT_READY:
+			if (config_parse_ready(optarg, &c->rollout.ready_mode,
+					       &c->rollout.ready_delay_usec) < 0)
+				return usage_error("invalid --ready '%s': expected notify, "
+						   "delay:DURATION or none",
+						   optarg);
+			break;
+		case OPT_READY_TIMEOUT:
+			if (duration_parse(optarg, &c->rollout.ready_timeout_usec) < 0)
+				return usage_error("invalid --ready-timeout '%s': expected a "
+						   "duration such as 500ms, 30s or 2m",
+						   optarg);
+			break;
+		case OPT_DRAIN_SIGNAL:
+			r = config_parse_signal(optarg);
+			if (r < 0)
+				return usage_error("invalid --drain-signal '%s': expected a signal "
+						   "name such as TERM or QUIT, or a number",
+						   optarg);
+			c->drain_signal = r;
+			break;
+		case OPT_DRAIN_TIMEOUT:
+			if (duration_parse(optarg, &c->rollout.drain_timeout_usec) < 0)
+				return usage_error("invalid --drain-timeout '%s': expected a "
+						   "duration such as 500ms, 30s or 2m",
+						   optarg);
+			break;
+		case OPT_PID_FILE:
+			if (*optarg == '\0')
+				return usage_error("invalid --pid-file '%s': empty path", optarg);
+			c->pid_file = optarg;
+			break;
+		case 'v':
+			c->log_level = LOG_DEBUG;
+			break;
+		case 'h':
+			config_help(stdout);
+			return CONFIG_EXIT;
+		case 'V':
+			(void)printf("batond %s\n", BATON_VERSION);
+			return CONFIG_EXIT;
+		case ':':
+			return usage_error("option '%s' needs an argument", argv[optind - 1]);
+		default:
+			return usage_error("unknown option '%s'", argv[optind - 1]);
+		}
+	}
+
+	if (c->n_listeners == 0)
+		return usage_error("no listener: give at least one --listen ADDRESS");
+	if (optind >= argc)
+		return usage_error("no worker command: batond [OPTIONS] -- COMMAND [ARG]...");
+	if (c->rollout.batch > c->rollout.n_workers)
+		c->rollout.batch = c->rollout.n_workers;
+	c->argv = argv + optind;
+	r = config_find_executable(c->argv[0], getenv("PATH"), c->exec_path, sizeof(c->exec_path));
+	if (r < 0)
+		return log_error_errno(r, "worker command '%s'", c->argv[0]);
+	return CONFIG_RUN;
+}

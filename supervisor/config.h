@@ -1,0 +1,51 @@
+/* SPDX-License-Identifier: MIT */
+/* config.h - batond's command line, parsed and validated before anything is bound or spawned. */
+#pragma once
+
+#include <stdint.h>
+#include <stdio.h>
+
+#include "listener.h"
+#include "rollout.h"
+
+#define CONFIG_MAX_LISTENERS 250 /* fds 3..252; also keeps one SCM_RIGHTS message enough */
+
+#define CONFIG_READY_TIMEOUT_DEFAULT_USEC (UINT64_C(60) * 1000000) /* 60 s */
+#define CONFIG_DRAIN_TIMEOUT_DEFAULT_USEC (UINT64_C(30) * 1000000) /* 30 s */
+
+struct config {
+	struct listener listeners[CONFIG_MAX_LISTENERS];
+	size_t n_listeners;
+	int backlog;
+	struct rollout_config rollout;
+	int drain_signal;
+	const char *pid_file; /* NULL: none */
+	char exec_path[4096]; /* argv[0] resolved through PATH */
+	char **argv;	      /* the worker command, pointing into main()'s argv */
+	int log_level;
+};
+
+enum {
+	CONFIG_RUN = 0,	 /* go on */
+	CONFIG_EXIT = 1, /* --help or --version printed: exit 0 */
+};
+
+/*
+ * Parses and validates batond's arguments into *ret (nothing is bound). Returns CONFIG_RUN,
+ * CONFIG_EXIT, or a negative errno after logging what is wrong (exit 2).
+ */
+int config_parse(int argc, char **argv, struct config *ret);
+
+/* Parses "TERM", "SIGTERM" or "15". Returns the signal number or -EINVAL. */
+int config_parse_signal(const char *s);
+
+/* Parses --ready: "notify", "none" or "delay:DUR". Returns 0 or -EINVAL. */
+int config_parse_ready(const char *s, enum rollout_ready_mode *ret_mode, uint64_t *ret_delay_usec);
+
+/*
+ * Finds an executable for name: as given if it contains '/', else in each directory of path.
+ * Returns 0 and writes it to ret (size bytes), or -ENOENT / -EACCES / -ENAMETOOLONG.
+ */
+int config_find_executable(const char *name, const char *path, char *ret, size_t size);
+
+void config_help(FILE *f);

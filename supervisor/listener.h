@@ -1,0 +1,71 @@
+/* SPDX-License-Identifier: MIT */
+/* listener.h - listening sockets batond holds for life: parse an address, bind, close. */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+#include <sys/un.h>
+
+#define LISTENER_NAME_MAX	 255  /* bytes; the limit systemd puts on FileDescriptorName= */
+#define LISTENER_SPEC_MAX	 160  /* bytes of a canonical address such as unix:/long/path */
+#define LISTENER_BACKLOG_DEFAULT 4096 /* connections; the kernel caps it at net.core.somaxconn */
+
+enum listener_kind {
+	LISTENER_TCP,
+	LISTENER_UDP,
+	LISTENER_UNIX,
+};
+
+union listener_addr {
+	struct sockaddr sa;
+	struct sockaddr_in in;
+	struct sockaddr_in6 in6;
+	struct sockaddr_un un;
+	struct sockaddr_storage storage;
+};
+
+struct listener {
+	char name[LISTENER_NAME_MAX + 1];
+	char spec[LISTENER_SPEC_MAX]; /* canonical address: tcp://127.0.0.1:8080, unix:@name */
+	enum listener_kind kind;
+	union listener_addr addr;
+	socklen_t addr_len;
+	int fd;		  /* -1 until bound */
+	bool owns_path;	  /* we created the Unix socket file and remove it at the final close */
+	dev_t path_dev;	  /* identity of that file, so we never unlink someone else's */
+	ino_t path_ino;
+};
+
+/*
+ * Parses "[NAME=]ADDRESS" where ADDRESS is HOST:PORT, [V6ADDR]:PORT, tcp://HOST:PORT,
+ * udp://HOST:PORT, unix:/path or unix:@abstract. HOST may be a numeric address, "*" (any IPv4
+ * address) or a name from /etc/hosts such as localhost. Port 0 asks the kernel for a free one.
+ * Without a name, the name is "listen<index>". Returns 0 and fills *ret (fd = -1), or -EINVAL
+ * (malformed), -ENAMETOOLONG (Unix path or name too long), -ERANGE (bad port) or
+ * -EADDRNOTAVAIL (host not found); *ret is untouched on failure.
+ */
+int listener_parse(const char *arg, unsigned index, struct listener *ret);
+
+/* True if name is usable in LISTEN_FDNAMES: 1..255 printable ASCII characters other than ':'. */
+bool listener_name_is_valid(const char *name);
+
+/*
+ * Binds and (for stream kinds) listens with the given backlog; the socket is CLOEXEC and
+ * non-blocking. A Unix path is replaced only if it is a socket that nobody answers on; any other
+ * file there fails with -EEXIST and is left alone. With port 0, the spec is updated with the
+ * port the kernel chose. Returns 0 with l->fd set, or a negative errno with nothing left open.
+ */
+int listener_bind(struct listener *l, int backlog);
+
+/* Closes the listener and removes its Unix socket file if we created it. Safe to call twice. */
+void listener_close(struct listener *l);
+
+/* Writes the canonical address of addr into buf (at least LISTENER_SPEC_MAX bytes). */
+void listener_format(enum listener_kind kind, const union listener_addr *addr, socklen_t len,
+		     char *buf, size_t size);
+
+/* "tcp", "udp" or "unix". */
+const char *listener_kind_to_string(enum listener_kind kind);

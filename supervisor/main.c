@@ -1,0 +1,513 @@
+/* SPDX-License-Identifier: MIT */
+/* main.c - batond: hold the listeners, wire sd-event to the rollout machine, run its actions. */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <systemd/sd-event.h>
+
+#include "cleanup.h"
+#include "config.h"
+#include "listener.h"
+#include "log.h"
+#include "notify.h"
+#include "rollout.h"
+#include "spawn.h"
+
+extern char **environ;
+
+/* Per worker record: what batond knows beyond the state machine's view. */
+struct worker_extra {
+	char status[NOTIFY_STATUS_MAX]; /* last STATUS= */
+	bool stopping;			/* said STOPPING=1 */
+};
+
+struct batond {
+	struct config cfg;
+	sd_event *event;
+	sd_event_source *timer;
+	sd_event_source *notify_source;
+	struct rollout *rollout;
+	struct rollout_action *actions; /* ROLLOUT_MAX_ACTIONS, reused by every step */
+
+	/* Events produced while running actions (spawn results), fed after the current step. */
+	struct rollout_event *queue;
+	size_t queue_head, queue_len;
+	bool feeding;
+
+	int notify_fd;
+	char notify_address[NOTIFY_ADDRESS_MAX];
+	int listen_fds[CONFIG_MAX_LISTENERS];
+	struct worker_extra *extra; /* ROLLOUT_MAX_RECORDS */
+	bool pid_file_written;
+	int exit_code;
+};
+
+#define QUEUE_MAX (ROLLOUT_MAX_RECORDS + 1) /* at most one pending result per spawning record */
+
+static uint64_t now_usec(void)
+{
+	struct timespec ts;
+
+	(void)clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
+}
+
+static void enqueue(struct batond *b, const struct rollout_event *ev)
+{
+	/* Bounded by construction: each queued event answers one SPAWNING record. */
+	if (b->queue_len >= QUEUE_MAX)
+		abort();
+	b->queue[(b->queue_head + b->queue_len++) % QUEUE_MAX] = *ev;
+}
+
+static void run_spawn(struct batond *b, const struct rollout_action *a)
+{
+	struct spawn_env se = {
+		.listeners = b->cfg.listeners,
+		.n_listeners = b->cfg.n_listeners,
+		.notify_socket = b->notify_address,
+		.gen = a->gen,
+		.index = a->index,
+	};
+	struct rollout_event ev = { .worker = a->worker };
+	char **envp = NULL;
+	pid_t pid = 0;
+	int r;
+
+	r = spawn_env_build(environ, &se, &envp);
+	if (r >= 0) {
+		r = spawn_worker(b->cfg.exec_path, b->cfg.argv, envp, b->listen_fds,
+				 b->cfg.n_listeners, &pid);
+		envp = spawn_env_free(envp);
+	}
+	ev.now_usec = now_usec();
+	if (r < 0) {
+		log_debug("generation %u worker %u: spawn %s: %s", a->gen, a->index,
+			  b->cfg.exec_path, strerror(-r));
+		ev.type = ROLLOUT_SPAWN_FAILED;
+		ev.error = r;
+	} else {
+		log_debug("generation %u worker %u: started pid %d", a->gen, a->index, (int)pid);
+		ev.type = ROLLOUT_WORKER_SPAWNED;
+		ev.pid = pid;
+		if (a->worker < ROLLOUT_MAX_RECORDS)
+			b->extra[a->worker] = (struct worker_extra){ 0 };
+	}
+	enqueue(b, &ev);
+}
+
+static void run_action(struct batond *b, const struct rollout_action *a)
+{
+	char line[512];
+	int level, r;
+
+	switch (a->type) {
+	case ROLLOUT_DO_SPAWN:
+		run_spawn(b, a);
+		break;
+	case ROLLOUT_DO_DRAIN:
+		if (kill(a->pid, b->cfg.drain_signal) < 0 && errno != ESRCH)
+			log_warning_errno(-errno, "send %s to worker pid %d",
+					  sigabbrev_np(b->cfg.drain_signal) ?: "signal", a->pid);
+		else
+			log_debug("sent SIG%s to worker pid %d",
+				  sigabbrev_np(b->cfg.drain_signal) ?: "?", a->pid);
+		break;
+	case ROLLOUT_DO_KILL:
+		/* The whole group: a server's own children must not outlive it holding listeners. */
+		r = kill(-a->pgid, SIGKILL);
+		if (r < 0 && errno != ESRCH)
+			log_warning_errno(-errno, "kill process group %d", a->pgid);
+		if (a->pid != a->pgid && kill(a->pid, SIGKILL) < 0 && errno != ESRCH)
+			log_warning_errno(-errno, "kill worker pid %d", a->pid);
+		break;
+	case ROLLOUT_DO_ARM_TIMER:
+		if (a->usec == 0) {
+			r = sd_event_source_set_enabled(b->timer, SD_EVENT_OFF);
+		} else {
+			r = sd_event_source_set_time(b->timer, a->usec);
+			if (r >= 0)
+				r = sd_event_source_set_enabled(b->timer, SD_EVENT_ONESHOT);
+		}
+		if (r < 0) {
+			/* Without the timer no deadline fires: fail loudly rather than hang. */
+			log_error_errno(r, "arm timer");
+			(void)sd_event_exit(b->event, 1);
+		}
+		break;
+	case ROLLOUT_DO_REPORT:
+		level = rollout_describe(a, line, sizeof(line));
+		log_full(level, "%s", line);
+		break;
+	case ROLLOUT_DO_EXIT:
+		b->exit_code = a->exit_code;
+		(void)sd_event_exit(b->event, a->exit_code);
+		break;
+	}
+}
+
+/* Feeds ev to the machine, runs the actions, then feeds what running them produced. */
+static int batond_feed(struct batond *b, const struct rollout_event *ev)
+{
+	enqueue(b, ev);
+	if (b->feeding)
+		return 0;
+	b->feeding = true;
+	while (b->queue_len > 0) {
+		struct rollout_event e = b->queue[b->queue_head];
+		size_t n = 0;
+		int r;
+
+		b->queue_head = (b->queue_head + 1) % QUEUE_MAX;
+		b->queue_len--;
+		r = rollout_step(b->rollout, &e, b->actions, &n);
+		if (r < 0) {
+			log_error_errno(r, "rollout event %d", (int)e.type);
+			continue;
+		}
+		for (size_t i = 0; i < n; i++)
+			run_action(b, &b->actions[i]);
+	}
+	b->feeding = false;
+	return 0;
+}
+
+static int feed_simple(struct batond *b, enum rollout_event_type type, bool force)
+{
+	struct rollout_event ev = { .type = type, .now_usec = now_usec(), .force = force };
+
+	return batond_feed(b, &ev);
+}
+
+static int on_timer(sd_event_source *s, uint64_t usec, void *userdata)
+{
+	(void)s;
+	(void)usec;
+	return feed_simple(userdata, ROLLOUT_TIMER, false);
+}
+
+static int on_sighup(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata)
+{
+	(void)s;
+	log_info("SIGHUP from pid %u: reload", si->ssi_pid);
+	return feed_simple(userdata, ROLLOUT_RELOAD, false);
+}
+
+static int on_sigterm(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata)
+{
+	struct batond *b = userdata;
+	static unsigned n_stops; /* one batond per process: a second stop signal means now */
+
+	(void)s;
+	n_stops++;
+	log_info("SIG%s from pid %u: %s", sigabbrev_np((int)si->ssi_signo) ?: "?", si->ssi_pid,
+		 n_stops == 1 ? "graceful stop" : "stop now");
+	return feed_simple(b, ROLLOUT_STOP, n_stops > 1);
+}
+
+static int on_sigchld(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata)
+{
+	struct batond *b = userdata;
+
+	(void)s;
+	(void)si;
+	/* Reap everything: workers, and (as subreaper or PID 1) orphans handed to us. */
+	for (;;) {
+		struct rollout_event ev = { .type = ROLLOUT_WORKER_EXITED };
+		int status;
+		pid_t pid = waitpid(-1, &status, WNOHANG);
+
+		if (pid <= 0) {
+			if (pid < 0 && errno == EINTR)
+				continue;
+			break;
+		}
+		if (!rollout_find_pid(b->rollout, pid)) {
+			log_debug("reaped pid %d (not a worker)", (int)pid);
+			continue;
+		}
+		ev.now_usec = now_usec();
+		ev.pid = pid;
+		ev.signaled = WIFSIGNALED(status);
+		ev.status = WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status);
+		(void)batond_feed(b, &ev);
+	}
+	return 0;
+}
+
+/* Which worker sent this? The worker itself, its MAINPID, or any process in its group. */
+static const struct rollout_worker *notify_sender(struct batond *b, pid_t pid)
+{
+	const struct rollout_worker *w = rollout_find_pid(b->rollout, pid);
+	pid_t pgid;
+
+	if (w)
+		return w;
+	pgid = getpgid(pid);
+	if (pgid > 0)
+		return rollout_find_pgid(b->rollout, pgid);
+	return NULL;
+}
+
+static unsigned record_id(struct batond *b, const struct rollout_worker *w)
+{
+	return (unsigned)(w - rollout_worker_at(b->rollout, 0));
+}
+
+static int on_notify(sd_event_source *s, int fd, uint32_t revents, void *userdata)
+{
+	struct batond *b = userdata;
+
+	(void)s;
+	(void)revents;
+	/* Bounded per wake-up so a chatty worker cannot starve signals and timers. */
+	for (int i = 0; i < 64; i++) {
+		const struct rollout_worker *w;
+		struct notify_message m;
+		struct worker_extra *x;
+		int r = notify_receive(fd, &m);
+
+		if (r == -EAGAIN)
+			break;
+		if (r < 0) {
+			log_debug("notify socket: dropping a message: %s", strerror(-r));
+			continue;
+		}
+		w = notify_sender(b, m.pid);
+		if (!w) {
+			log_debug("notify socket: ignoring a message from pid %d (not a worker)",
+				  (int)m.pid);
+			continue;
+		}
+		x = &b->extra[record_id(b, w)];
+		if (m.has_status) {
+			memcpy(x->status, m.status, sizeof(x->status));
+			log_debug("generation %u worker %u (pid %d): STATUS=%s", w->gen, w->index,
+				  w->pid, m.status);
+		}
+		if (m.stopping && !x->stopping) {
+			x->stopping = true;
+			log_debug("generation %u worker %u (pid %d): stopping", w->gen, w->index,
+				  w->pid);
+		}
+		if (m.mainpid > 0 && m.mainpid != w->pid) {
+			struct rollout_event ev = {
+				.type = ROLLOUT_WORKER_MAINPID,
+				.now_usec = now_usec(),
+				.pid = w->pid,
+				.status = m.mainpid,
+			};
+
+			/* Only a process of the worker's own group: never signal a stranger. */
+			if (getpgid(m.mainpid) != w->pgid) {
+				log_warning("generation %u worker %u (pid %d): ignoring MAINPID=%d "
+					    "outside its process group",
+					    w->gen, w->index, w->pid, (int)m.mainpid);
+			} else {
+				log_info("generation %u worker %u: main pid is now %d (was %d)",
+					 w->gen, w->index, (int)m.mainpid, w->pid);
+				(void)batond_feed(b, &ev);
+			}
+		}
+		if (m.ready) {
+			struct rollout_event ev = {
+				.type = ROLLOUT_WORKER_READY,
+				.now_usec = now_usec(),
+				.pid = w->pid,
+			};
+
+			(void)batond_feed(b, &ev);
+		}
+	}
+	return 0;
+}
+
+static int pid_file_write(const char *path)
+{
+	_cleanup_free_ char *tmp = NULL;
+	_cleanup_close_ int fd = -1;
+	char buf[32];
+	int n;
+
+	if (asprintf(&tmp, "%s.XXXXXX", path) < 0) {
+		tmp = NULL;
+		return -ENOMEM;
+	}
+	fd = mkostemp(tmp, O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	n = snprintf(buf, sizeof(buf), "%d\n", (int)getpid());
+	if (fchmod(fd, 0644) < 0 || write(fd, buf, (size_t)n) != n) {
+		int r = -errno;
+
+		(void)unlink(tmp);
+		return r ? r : -EIO;
+	}
+	/* rename() is atomic: a reader sees the old file or the whole new one, never half. */
+	if (rename(tmp, path) < 0) {
+		int r = -errno;
+
+		(void)unlink(tmp);
+		return r;
+	}
+	return 0;
+}
+
+static int setup_signals(struct batond *b)
+{
+	static const int sigs[] = { SIGHUP, SIGTERM, SIGINT, SIGCHLD };
+	sigset_t mask;
+	int r;
+
+	/* sd-event takes signals through a signalfd: they must be blocked everywhere first. */
+	(void)sigemptyset(&mask);
+	for (size_t i = 0; i < ELEMENTSOF(sigs); i++)
+		(void)sigaddset(&mask, sigs[i]);
+	if (sigprocmask(SIG_BLOCK, &mask, NULL) < 0)
+		return -errno;
+	/* A worker that closed its end must not kill batond with SIGPIPE. */
+	(void)signal(SIGPIPE, SIG_IGN);
+
+	r = sd_event_add_signal(b->event, NULL, SIGHUP, on_sighup, b);
+	if (r >= 0)
+		r = sd_event_add_signal(b->event, NULL, SIGTERM, on_sigterm, b);
+	if (r >= 0)
+		r = sd_event_add_signal(b->event, NULL, SIGINT, on_sigterm, b);
+	if (r >= 0)
+		r = sd_event_add_signal(b->event, NULL, SIGCHLD, on_sigchld, b);
+	return r;
+}
+
+/* Last resort on a fatal error: no worker may outlive batond unsupervised. */
+static void kill_all_workers(struct batond *b)
+{
+	for (unsigned i = 0; i < ROLLOUT_MAX_RECORDS; i++) {
+		const struct rollout_worker *w = rollout_worker_at(b->rollout, i);
+
+		if (w->pgid > 0 && w->state != ROLLOUT_W_FREE && w->state != ROLLOUT_W_SPAWNING &&
+		    w->state != ROLLOUT_W_BACKOFF) {
+			(void)kill(-w->pgid, SIGKILL);
+			(void)kill(w->pid, SIGKILL);
+			(void)waitpid(w->pid, NULL, 0);
+		}
+	}
+}
+
+static int run(struct batond *b)
+{
+	int r;
+
+	for (size_t i = 0; i < b->cfg.n_listeners; i++) {
+		struct listener *l = &b->cfg.listeners[i];
+
+		r = listener_bind(l, b->cfg.backlog);
+		if (r < 0)
+			return log_error_errno(r, "listen %s", l->spec);
+		b->listen_fds[i] = l->fd;
+		log_info("listening on %s (%s)", l->spec, l->name);
+	}
+
+	b->notify_fd = notify_open(b->notify_address);
+	if (b->notify_fd < 0)
+		return log_error_errno(b->notify_fd, "open notify socket");
+
+	r = sd_event_new(&b->event);
+	if (r < 0)
+		return log_error_errno(r, "create event loop");
+	r = setup_signals(b);
+	if (r < 0)
+		return log_error_errno(r, "set up signal handling");
+	r = sd_event_add_io(b->event, &b->notify_source, b->notify_fd, EPOLLIN, on_notify, b);
+	if (r < 0)
+		return log_error_errno(r, "watch notify socket %s", b->notify_address);
+	/* Accuracy 1us: deadlines are short (ready, drain), and the default slack is 250 ms. */
+	r = sd_event_add_time(b->event, &b->timer, CLOCK_MONOTONIC, UINT64_MAX, 1, on_timer, b);
+	if (r < 0)
+		return log_error_errno(r, "create timer");
+	(void)sd_event_source_set_enabled(b->timer, SD_EVENT_OFF);
+
+	if (b->cfg.pid_file) {
+		r = pid_file_write(b->cfg.pid_file);
+		if (r < 0)
+			return log_error_errno(r, "write pid file %s", b->cfg.pid_file);
+		b->pid_file_written = true;
+	}
+
+	log_info("batond %d: %u worker%s of %s, notify socket %s", (int)getpid(),
+		 b->cfg.rollout.n_workers, b->cfg.rollout.n_workers == 1 ? "" : "s",
+		 b->cfg.exec_path, b->notify_address);
+	(void)feed_simple(b, ROLLOUT_START, false);
+
+	r = sd_event_loop(b->event);
+	if (r < 0) {
+		log_error_errno(r, "event loop");
+		kill_all_workers(b);
+		return r;
+	}
+	return r;
+}
+
+static void batond_done(struct batond *b)
+{
+	/* The final stop: only now is the last reference to each listener closed. */
+	for (size_t i = 0; i < b->cfg.n_listeners; i++)
+		listener_close(&b->cfg.listeners[i]);
+	if (b->pid_file_written)
+		(void)unlink(b->cfg.pid_file);
+	b->timer = sd_event_source_unref(b->timer);
+	b->notify_source = sd_event_source_unref(b->notify_source);
+	b->event = sd_event_unref(b->event);
+	close_fdp(&b->notify_fd);
+	b->rollout = rollout_free(b->rollout);
+	free(b->actions);
+	free(b->queue);
+	free(b->extra);
+}
+
+int main(int argc, char **argv)
+{
+	static struct batond b = { .notify_fd = -1 };
+	int r;
+
+	log_setup("batond");
+	r = config_parse(argc, argv, &b.cfg);
+	if (r == CONFIG_EXIT)
+		return 0;
+	if (r < 0)
+		return 2;
+	log_set_max_level(b.cfg.log_level);
+	for (size_t i = 0; i < CONFIG_MAX_LISTENERS; i++)
+		b.listen_fds[i] = -1;
+
+	r = rollout_new(&b.cfg.rollout, &b.rollout);
+	if (r < 0) {
+		log_error_errno(r, "create rollout state");
+		return 2;
+	}
+	b.actions = calloc(ROLLOUT_MAX_ACTIONS, sizeof(*b.actions));
+	b.queue = calloc(QUEUE_MAX, sizeof(*b.queue));
+	b.extra = calloc(ROLLOUT_MAX_RECORDS, sizeof(*b.extra));
+	if (!b.actions || !b.queue || !b.extra) {
+		log_error_errno(-ENOMEM, "allocate state");
+		batond_done(&b);
+		return 1;
+	}
+	/* Orphans of our workers come to us, not to init: we reap them and nothing escapes. */
+	if (prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) < 0)
+		log_warning_errno(-errno, "become child subreaper, ignoring");
+
+	r = run(&b);
+	batond_done(&b);
+	if (r < 0)
+		return 1;
+	return b.exit_code;
+}

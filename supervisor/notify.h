@@ -1,0 +1,39 @@
+/* SPDX-License-Identifier: MIT */
+/* notify.h - batond's sd_notify datagram server: the NOTIFY_SOCKET workers report to. */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/types.h>
+
+#define NOTIFY_MESSAGE_MAX 4096 /* bytes per datagram, as systemd accepts */
+#define NOTIFY_STATUS_MAX  256	/* bytes of STATUS= text kept */
+#define NOTIFY_ADDRESS_MAX 128	/* bytes of a NOTIFY_SOCKET value */
+
+struct notify_message {
+	pid_t pid; /* sender, from SCM_CREDENTIALS: the kernel vouches for it */
+	uid_t uid;
+	bool ready, stopping, reloading, watchdog;
+	bool has_status;
+	char status[NOTIFY_STATUS_MAX];
+	pid_t mainpid; /* 0 if absent */
+};
+
+/*
+ * Opens a datagram socket on an autobound abstract address with SO_PASSCRED. Returns the fd
+ * (CLOEXEC, non-blocking) and writes the NOTIFY_SOCKET value ("@xxxxx") to ret_address, or a
+ * negative errno.
+ */
+int notify_open(char ret_address[static NOTIFY_ADDRESS_MAX]);
+
+/*
+ * Parses the newline-separated assignments of one datagram. Unknown assignments are ignored, as
+ * systemd does. Returns 0, or -EBADMSG for a malformed known one (MAINPID=abc).
+ */
+int notify_parse(const char *buf, size_t len, struct notify_message *ret);
+
+/*
+ * Receives one datagram: -EAGAIN when there is none, -EPROTO when it carries no credentials or
+ * was truncated (any fds that came with it are closed), else 0 and *ret filled.
+ */
+int notify_receive(int fd, struct notify_message *ret);

@@ -1,0 +1,162 @@
+/* SPDX-License-Identifier: MIT */
+/* rollout.h - the generation state machine: events in, actions out, no I/O. */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define ROLLOUT_MAX_WORKERS	256 /* workers per generation (-n) */
+#define ROLLOUT_MAX_GENERATIONS 8   /* alive at once: serving, starting and draining ones */
+#define ROLLOUT_MAX_RECORDS	(ROLLOUT_MAX_WORKERS * ROLLOUT_MAX_GENERATIONS) /* live workers */
+/* One step can kill or drain every live worker and report each; the rest is a few reports. */
+#define ROLLOUT_MAX_ACTIONS	(2 * ROLLOUT_MAX_RECORDS + 32)
+
+#define ROLLOUT_BACKOFF_MIN_USEC   UINT64_C(100000)	 /* first respawn delay: 100 ms */
+#define ROLLOUT_BACKOFF_MAX_USEC   UINT64_C(30000000) /* respawn delay cap: 30 s */
+#define ROLLOUT_BACKOFF_RESET_USEC UINT64_C(60000000) /* uptime that resets the delay: 1 min */
+
+enum rollout_ready_mode {
+	ROLLOUT_READY_NOTIFY, /* READY=1 from the worker */
+	ROLLOUT_READY_DELAY,  /* ready a fixed time after it was spawned */
+	ROLLOUT_READY_NONE,   /* ready as soon as it was spawned */
+};
+
+struct rollout_config {
+	unsigned n_workers; /* 1..ROLLOUT_MAX_WORKERS */
+	unsigned batch;	    /* workers replaced at a time; 0 or >= n_workers: all at once */
+	enum rollout_ready_mode ready_mode;
+	uint64_t ready_delay_usec;   /* ROLLOUT_READY_DELAY only */
+	uint64_t ready_timeout_usec; /* spawn to ready, per worker; 0 = none */
+	uint64_t drain_timeout_usec; /* drain request to SIGKILL, per worker; 0 = kill at once */
+};
+
+enum rollout_event_type {
+	ROLLOUT_START,		/* spawn the first generation */
+	ROLLOUT_RELOAD,		/* SIGHUP or batonctl reload */
+	ROLLOUT_STOP,		/* SIGTERM/SIGINT; .force kills instead of draining */
+	ROLLOUT_WORKER_SPAWNED, /* answer to ROLLOUT_DO_SPAWN: .worker, .pid */
+	ROLLOUT_SPAWN_FAILED,	/* answer to ROLLOUT_DO_SPAWN: .worker, .error */
+	ROLLOUT_WORKER_READY,	/* .pid said READY=1 */
+	ROLLOUT_WORKER_EXITED,	/* .pid was reaped: .signaled, .status */
+	ROLLOUT_TIMER,		/* the timer armed by ROLLOUT_DO_ARM_TIMER fired */
+	ROLLOUT_WORKER_MAINPID, /* worker .pid says its main process is now .status */
+};
+
+struct rollout_event {
+	enum rollout_event_type type;
+	uint64_t now_usec; /* CLOCK_MONOTONIC; the machine has no clock of its own */
+	unsigned worker;   /* worker record id from ROLLOUT_DO_SPAWN */
+	int pid;
+	int error;  /* negative errno */
+	bool signaled; /* killed by signal .status, else exited with status .status */
+	int status;
+	bool force;
+};
+
+enum rollout_action_type {
+	ROLLOUT_DO_SPAWN,     /* fork/exec worker .index of generation .gen; answer with an event */
+	ROLLOUT_DO_DRAIN,     /* send the drain signal to .pid */
+	ROLLOUT_DO_KILL,      /* SIGKILL process group .pgid (and .pid, should it have left it) */
+	ROLLOUT_DO_ARM_TIMER, /* fire ROLLOUT_TIMER at .usec (CLOCK_MONOTONIC); 0 disarms */
+	ROLLOUT_DO_REPORT,    /* tell the user: .report says what */
+	ROLLOUT_DO_EXIT,      /* every worker is gone: exit with .exit_code */
+};
+
+enum rollout_report {
+	ROLLOUT_GEN_STARTING,	 /* .gen spawning (.count workers, .reload) */
+	ROLLOUT_GEN_READY,	 /* .gen serving; .usec since it started; .reload */
+	ROLLOUT_GEN_DRAINING,	 /* .gen told to drain (.count workers) */
+	ROLLOUT_GEN_GONE,	 /* last worker of .gen exited */
+	ROLLOUT_RELOAD_FAILED,	 /* .gen rolled back: .reason with .index/.pid/.status/.error */
+	ROLLOUT_RELOAD_PENDING,	 /* reload asked for during one: will run after it */
+	ROLLOUT_RELOAD_IGNORED,	 /* reload asked for while stopping */
+	ROLLOUT_START_FAILED,	 /* the first generation never got ready: .reason etc.; exit 1 */
+	ROLLOUT_WORKER_BACK,	 /* a respawned worker .gen/.index/.pid is ready */
+	ROLLOUT_WORKER_EXIT,	 /* .gen/.index/.pid exited (.signaled/.status) as asked */
+	ROLLOUT_WORKER_CRASHED,	 /* .gen/.index/.pid exited unasked; respawn in .usec */
+	ROLLOUT_WORKER_KILLED,	 /* .gen/.index/.pid missed its drain (or ready) deadline */
+	ROLLOUT_SPAWN_ERROR,	 /* spawning .gen/.index failed with .error; respawn in .usec */
+	ROLLOUT_STOPPING,	 /* stop begun: .count workers to drain */
+};
+
+enum rollout_reason {
+	ROLLOUT_REASON_NONE,
+	ROLLOUT_REASON_EXITED,	      /* a worker exited before ready */
+	ROLLOUT_REASON_SPAWN_FAILED,  /* fork/exec failed */
+	ROLLOUT_REASON_READY_TIMEOUT, /* a worker was not ready within --ready-timeout */
+	ROLLOUT_REASON_STOPPED,	      /* a stop abandoned the reload */
+};
+
+struct rollout_action {
+	enum rollout_action_type type;
+	enum rollout_report report;
+	enum rollout_reason reason;
+	unsigned worker; /* record id, echoed back in ROLLOUT_WORKER_SPAWNED/SPAWN_FAILED */
+	unsigned gen;
+	unsigned index;
+	int pid;
+	int pgid;
+	uint64_t usec;
+	unsigned count;
+	bool reload;
+	bool signaled;
+	int status, error;
+	int exit_code;
+};
+
+/* Read-only view of one worker, for status and logging. */
+enum rollout_worker_state {
+	ROLLOUT_W_FREE,
+	ROLLOUT_W_SPAWNING, /* ROLLOUT_DO_SPAWN emitted, no pid yet */
+	ROLLOUT_W_STARTING, /* running, not ready */
+	ROLLOUT_W_READY,    /* serving */
+	ROLLOUT_W_DRAINING, /* drain signal sent, deadline armed */
+	ROLLOUT_W_KILLED,   /* SIGKILL sent, waiting to reap */
+	ROLLOUT_W_BACKOFF,  /* no process: waiting to respawn */
+};
+
+struct rollout_worker {
+	enum rollout_worker_state state;
+	unsigned gen, index;
+	int pid;  /* main process: the spawned one, or what it named with MAINPID= */
+	int pgid; /* the spawned pid, which leads the worker's process group */
+	uint64_t spawned_usec, ready_usec;
+	uint64_t deadline_usec; /* ready timeout, ready delay, drain deadline or respawn time */
+	bool respawn;		/* respawn the slot when this process exits */
+	bool drain_on_spawn;	/* told to drain while SPAWNING: drain once the pid is known */
+	bool kill_on_spawn;	/* told to die while SPAWNING: kill once the pid is known */
+};
+
+struct rollout;
+
+/* Validates cfg and allocates the machine. Returns 0 and *ret, or -EINVAL / -ENOMEM. */
+int rollout_new(const struct rollout_config *cfg, struct rollout **ret);
+struct rollout *rollout_free(struct rollout *r);
+
+/*
+ * Feeds one event and writes the resulting actions, in the order they must be carried out, to
+ * out[0..*ret_n). Returns 0, or -EINVAL for an event that makes no sense (unknown type); events
+ * about unknown pids or stale worker ids are ignored, since they can race with reaping.
+ */
+int rollout_step(struct rollout *r, const struct rollout_event *ev,
+		 struct rollout_action out[static ROLLOUT_MAX_ACTIONS], size_t *ret_n);
+
+/* Worker with this pid (live or being killed), or NULL. */
+const struct rollout_worker *rollout_find_pid(const struct rollout *r, int pid);
+
+/* Worker whose process group is pgid (live or being killed), or NULL. */
+const struct rollout_worker *rollout_find_pgid(const struct rollout *r, int pgid);
+
+/* Iterates every record in use: i from 0 while the result is non-NULL-or-skipped; see .c. */
+const struct rollout_worker *rollout_worker_at(const struct rollout *r, unsigned i);
+
+/* The serving generation (0 before the first is ready), the starting one (0 if none). */
+unsigned rollout_serving_gen(const struct rollout *r);
+unsigned rollout_starting_gen(const struct rollout *r);
+bool rollout_reload_pending(const struct rollout *r);
+
+/* Formats a report action as one log line into buf; returns its syslog level. */
+int rollout_describe(const struct rollout_action *a, char *buf, size_t size);
+
+const char *rollout_worker_state_to_string(enum rollout_worker_state s);

@@ -1,0 +1,239 @@
+/* SPDX-License-Identifier: MIT */
+/* spawn.c - fork/exec workers: fd layout, environment, signal state, process group. */
+#include "spawn.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "cleanup.h"
+
+#define LISTEN_PID_PREFIX "LISTEN_PID="
+#define PID_DIGITS_MAX	  20 /* digits of the largest pid_t, and then some */
+
+static const char *const drop_prefixes[] = {
+	"LISTEN_FDS=", "LISTEN_PID=", "LISTEN_FDNAMES=", "NOTIFY_SOCKET=",
+	"WATCHDOG_USEC=", "WATCHDOG_PID=", "BATON_", "FDSTORE=",
+};
+
+static bool dropped(const char *kv)
+{
+	for (size_t i = 0; i < ELEMENTSOF(drop_prefixes); i++)
+		if (strncmp(kv, drop_prefixes[i], strlen(drop_prefixes[i])) == 0)
+			return true;
+	return false;
+}
+
+char **spawn_env_free(char **envp)
+{
+	if (!envp)
+		return NULL;
+	for (char **p = envp; *p; p++)
+		free(*p);
+	free(envp);
+	return NULL;
+}
+
+static int push(char **envp, size_t *n, char *s)
+{
+	if (!s)
+		return -ENOMEM;
+	envp[(*n)++] = s;
+	return 0;
+}
+
+static char *names_join(const struct spawn_env *e)
+{
+	size_t len = 1;
+	char *s, *p;
+
+	for (size_t i = 0; i < e->n_listeners; i++)
+		len += strlen(e->listeners[i].name) + 1;
+	s = malloc(strlen("LISTEN_FDNAMES=") + len);
+	if (!s)
+		return NULL;
+	p = stpcpy(s, "LISTEN_FDNAMES=");
+	for (size_t i = 0; i < e->n_listeners; i++) {
+		if (i > 0)
+			*p++ = ':';
+		p = stpcpy(p, e->listeners[i].name);
+	}
+	return s;
+}
+
+int spawn_env_build(char *const *base, const struct spawn_env *e, char ***ret_envp)
+{
+	size_t n_base = 0, n = 0;
+	char **envp;
+	char *s;
+	int r;
+
+	if (e->n_listeners > SPAWN_MAX_FDS)
+		return -E2BIG;
+	while (base && base[n_base])
+		n_base++;
+	envp = calloc(n_base + 8, sizeof(char *));
+	if (!envp)
+		return -ENOMEM;
+	for (size_t i = 0; i < n_base; i++) {
+		if (dropped(base[i]))
+			continue;
+		r = push(envp, &n, strdup(base[i]));
+		if (r < 0)
+			goto fail;
+	}
+
+	r = asprintf(&s, "LISTEN_FDS=%zu", e->n_listeners) < 0 ? -ENOMEM : push(envp, &n, s);
+	if (r < 0)
+		goto fail;
+	/* Filled in by the child, which alone knows its pid; padded so it never grows. */
+	r = asprintf(&s, LISTEN_PID_PREFIX "%*s", PID_DIGITS_MAX, "") < 0 ? -ENOMEM
+									   : push(envp, &n, s);
+	if (r < 0)
+		goto fail;
+	r = push(envp, &n, names_join(e));
+	if (r < 0)
+		goto fail;
+	if (e->notify_socket) {
+		r = asprintf(&s, "NOTIFY_SOCKET=%s", e->notify_socket) < 0 ? -ENOMEM
+									    : push(envp, &n, s);
+		if (r < 0)
+			goto fail;
+	}
+	r = asprintf(&s, "BATON_GENERATION=%u", e->gen) < 0 ? -ENOMEM : push(envp, &n, s);
+	if (r < 0)
+		goto fail;
+	r = asprintf(&s, "BATON_WORKER=%u", e->index) < 0 ? -ENOMEM : push(envp, &n, s);
+	if (r < 0)
+		goto fail;
+	envp[n] = NULL;
+	*ret_envp = envp;
+	return 0;
+fail:
+	/* The array is NULL-terminated up to n by calloc(), so the free walk stops in time. */
+	spawn_env_free(envp);
+	return r;
+}
+
+/* Async-signal-safe: writes pid as decimal into the LISTEN_PID placeholder, NUL-terminated. */
+static void fill_listen_pid(char **envp, pid_t pid)
+{
+	char digits[PID_DIGITS_MAX];
+	size_t n = 0;
+
+	for (char **p = envp; *p; p++) {
+		char *v;
+
+		if (strncmp(*p, LISTEN_PID_PREFIX, strlen(LISTEN_PID_PREFIX)) != 0)
+			continue;
+		v = *p + strlen(LISTEN_PID_PREFIX);
+		do {
+			digits[n++] = (char)('0' + pid % 10);
+			pid /= 10;
+		} while (pid > 0 && n < sizeof(digits));
+		while (n > 0)
+			*v++ = digits[--n];
+		*v = '\0';
+		return;
+	}
+}
+
+/* Runs in the child between fork() and exec(): async-signal-safe calls only. Never returns. */
+static void __attribute__((noreturn))
+child(const char *path, char *const *argv, char **envp, const int *fds, size_t n_fds, int errfd)
+{
+	int moved[SPAWN_MAX_FDS];
+	int target_end = 3 + (int)n_fds;
+	struct sigaction dfl = { .sa_handler = SIG_DFL };
+	sigset_t none;
+	int err;
+
+	/* A default signal state: batond blocks signals for sd-event and ignores SIGPIPE. */
+	for (int sig = 1; sig < NSIG; sig++)
+		if (sig != SIGKILL && sig != SIGSTOP)
+			(void)sigaction(sig, &dfl, NULL);
+	(void)sigemptyset(&none);
+	if (sigprocmask(SIG_SETMASK, &none, NULL) < 0)
+		goto fail;
+	if (setpgid(0, 0) < 0)
+		goto fail;
+
+	/* Keep the error pipe clear of the target range, then of the range we are about to close. */
+	if (errfd < target_end) {
+		errfd = fcntl(errfd, F_DUPFD_CLOEXEC, target_end);
+		if (errfd < 0)
+			_exit(127);
+	}
+	/* Move every source above the targets first, so no dup2() overwrites a source. */
+	for (size_t i = 0; i < n_fds; i++) {
+		moved[i] = fds[i];
+		if (moved[i] < target_end) {
+			moved[i] = fcntl(fds[i], F_DUPFD_CLOEXEC, target_end);
+			if (moved[i] < 0)
+				goto fail;
+		}
+	}
+	/* dup2() onto a different number leaves the target without FD_CLOEXEC: it survives exec. */
+	for (size_t i = 0; i < n_fds; i++)
+		if (dup2(moved[i], 3 + (int)i) < 0)
+			goto fail;
+	/* Anything above the listeners goes, CLOEXEC or not (fds leaked into batond included). */
+	if (errfd > target_end && close_range((unsigned)target_end, (unsigned)errfd - 1, 0) < 0)
+		goto fail;
+	if (close_range((unsigned)errfd + 1, UINT_MAX, 0) < 0)
+		goto fail;
+
+	fill_listen_pid(envp, getpid());
+	(void)execve(path, argv, envp);
+fail:
+	err = errno;
+	(void)!write(errfd, &err, sizeof(err));
+	_exit(127);
+}
+
+int spawn_worker(const char *path, char *const *argv, char **envp, const int *fds, size_t n_fds,
+		 pid_t *ret_pid)
+{
+	_cleanup_close_ int rd = -1, wr = -1;
+	int p[2];
+	int err = 0;
+	ssize_t n;
+	pid_t pid;
+
+	if (n_fds > SPAWN_MAX_FDS)
+		return -E2BIG;
+	/* The child reports a failed exec through this pipe; a successful exec closes it. */
+	if (pipe2(p, O_CLOEXEC) < 0)
+		return -errno;
+	rd = p[0];
+	wr = p[1];
+
+	pid = fork();
+	if (pid < 0)
+		return -errno;
+	if (pid == 0)
+		child(path, argv, envp, fds, n_fds, wr);
+
+	/* Also in the parent, so the group exists before we ever signal it. */
+	(void)setpgid(pid, pid);
+	close_fdp(&wr);
+	wr = -1;
+	do {
+		n = read(rd, &err, sizeof(err));
+	} while (n < 0 && errno == EINTR);
+	if (n == (ssize_t)sizeof(err)) {
+		/* It never ran the command: reap it now so no stranger shows up in SIGCHLD. */
+		while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+			;
+		return err > 0 ? -err : -EIO;
+	}
+	*ret_pid = pid;
+	return 0;
+}

@@ -1,0 +1,37 @@
+/* SPDX-License-Identifier: MIT */
+/* spawn.h - fork/exec a worker with its listeners at fds 3.. and a clean process state. */
+#pragma once
+
+#include <stddef.h>
+#include <sys/types.h>
+
+#include "listener.h"
+
+#define SPAWN_MAX_FDS 250 /* fds passed to one worker: 3..252 */
+
+/* What a worker's environment says about itself; strings are copied. */
+struct spawn_env {
+	const struct listener *listeners; /* at fds 3.. in this order */
+	size_t n_listeners;
+	const char *notify_socket; /* NOTIFY_SOCKET value, or NULL */
+	unsigned gen, index;
+};
+
+/*
+ * Builds the environment of a worker: a copy of base (batond's environ) without variables that
+ * describe batond's own inheritance (LISTEN_*, NOTIFY_SOCKET, WATCHDOG_*, BATON_*), plus LISTEN_FDS,
+ * LISTEN_PID (a placeholder the child fills with its own pid), LISTEN_FDNAMES, NOTIFY_SOCKET,
+ * BATON_GENERATION and BATON_WORKER. Returns 0 with a NULL-terminated array the caller frees with
+ * spawn_env_free(), or -ENOMEM / -E2BIG.
+ */
+int spawn_env_build(char *const *base, const struct spawn_env *e, char ***ret_envp);
+char **spawn_env_free(char **envp);
+
+/*
+ * Forks and execs path with argv and envp. In the child: default signal mask and dispositions,
+ * its own process group, fds[i] at 3+i without CLOEXEC, every other fd above 2 closed, LISTEN_PID
+ * set to its pid. Returns 0 and *ret_pid once the exec happened, or a negative errno if fork
+ * or exec failed (the child, if any, is reaped). Owns nothing; every fd stays the caller's.
+ */
+int spawn_worker(const char *path, char *const *argv, char **envp, const int *fds, size_t n_fds,
+		 pid_t *ret_pid);
