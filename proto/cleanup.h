@@ -23,22 +23,22 @@ static inline void freep(void *p)
 	errno = saved;
 }
 
-#define _cleanup_(f)	 __attribute__((cleanup(f)))
-#define _cleanup_close_	 _cleanup_(close_fdp)
-#define _cleanup_free_	 _cleanup_(freep)
+#define _cleanup_(f)	__attribute__((cleanup(f)))
+#define _cleanup_close_ _cleanup_(close_fdp)
+#define _cleanup_free_	_cleanup_(freep)
 
 /* Hands the value over to the caller and leaves the variable empty, so its cleanup is a no-op. */
-#define TAKE_FD(fd)                            \
-	({                                     \
-		int _fd_ = (fd);               \
-		(fd) = -1;                     \
-		_fd_;                          \
+#define TAKE_FD(fd)              \
+	({                       \
+		int _fd_ = (fd); \
+		(fd) = -1;       \
+		_fd_;            \
 	})
-#define TAKE_PTR(p)                            \
-	({                                     \
-		__typeof__(p) _p_ = (p);       \
-		(p) = NULL;                    \
-		_p_;                           \
+#define TAKE_PTR(p)                      \
+	({                               \
+		__typeof__(p) _p_ = (p); \
+		(p) = NULL;              \
+		_p_;                     \
 	})
 
 #define ELEMENTSOF(a) (sizeof(a) / sizeof((a)[0]))

@@ -56,7 +56,8 @@ char *duration_format(uint64_t usec, char *buf, size_t size)
 		uint64_t unit = units[order[i]].usec;
 
 		if (usec % unit == 0) {
-			(void)snprintf(buf, size, "%" PRIu64 "%s", usec / unit, units[order[i]].suffix);
+			(void)snprintf(buf, size, "%" PRIu64 "%s", usec / unit,
+				       units[order[i]].suffix);
 			return buf;
 		}
 	}

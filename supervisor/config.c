@@ -29,11 +29,13 @@ void config_help(FILE *f)
 		"\n"
 		"  -l, --listen [NAME=]ADDRESS  listen on ADDRESS (repeatable): HOST:PORT,\n"
 		"                               [V6ADDR]:PORT, tcp://HOST:PORT, udp://HOST:PORT,\n"
-		"                               unix:/path, unix:@abstract; NAME defaults to listenN\n"
+		"                               unix:/path, unix:@abstract; NAME defaults to "
+		"listenN\n"
 		"      --backlog N              accept queue length for stream listeners (4096)\n"
 		"  -n, --workers N              workers per generation (1)\n"
 		"      --batch K                replace K workers at a time on reload (all)\n"
-		"      --ready MODE             notify (READY=1 via NOTIFY_SOCKET), delay:DUR, none\n"
+		"      --ready MODE             notify (READY=1 via NOTIFY_SOCKET), delay:DUR, "
+		"none\n"
 		"                               (notify)\n"
 		"      --ready-timeout DUR      spawn-to-ready limit per worker (60s)\n"
 		"      --drain-signal SIG       signal that asks a worker to drain (TERM)\n"
@@ -44,7 +46,8 @@ void config_help(FILE *f)
 		"  -V, --version                show the version and exit\n"
 		"\n"
 		"Durations take a unit: 500ms, 30s, 2m (us, ms, s, m, h; none means seconds).\n"
-		"Signals: SIGHUP rolls out a new generation; SIGTERM or SIGINT drains every worker,\n"
+		"Signals: SIGHUP rolls out a new generation; SIGTERM or SIGINT drains every "
+		"worker,\n"
 		"closes the listeners and exits 0 (a second one kills the workers at once).\n"
 		"Workers get the listeners at fds 3.. and LISTEN_FDS, LISTEN_PID, LISTEN_FDNAMES,\n"
 		"NOTIFY_SOCKET, BATON_GENERATION and BATON_WORKER.\n"
@@ -57,9 +60,9 @@ static const struct {
 	const char *name;
 	int signo;
 } signal_names[] = {
-	{ "HUP", SIGHUP },   { "INT", SIGINT },	  { "QUIT", SIGQUIT },	{ "KILL", SIGKILL },
-	{ "USR1", SIGUSR1 }, { "USR2", SIGUSR2 }, { "TERM", SIGTERM },	{ "WINCH", SIGWINCH },
-	{ "CONT", SIGCONT }, { "STOP", SIGSTOP }, { "ALRM", SIGALRM },	{ "PWR", SIGPWR },
+	{ "HUP", SIGHUP },   { "INT", SIGINT },	  { "QUIT", SIGQUIT }, { "KILL", SIGKILL },
+	{ "USR1", SIGUSR1 }, { "USR2", SIGUSR2 }, { "TERM", SIGTERM }, { "WINCH", SIGWINCH },
+	{ "CONT", SIGCONT }, { "STOP", SIGSTOP }, { "ALRM", SIGALRM }, { "PWR", SIGPWR },
 };
 
 int config_parse_signal(const char *s)
@@ -238,7 +241,8 @@ int config_parse(int argc, char **argv, struct config *c)
 			struct listener *l;
 
 			if (c->n_listeners >= CONFIG_MAX_LISTENERS)
-				return usage_error("too many listeners (at most %d)", CONFIG_MAX_LISTENERS);
+				return usage_error("too many listeners (at most %d)",
+						   CONFIG_MAX_LISTENERS);
 			l = &c->listeners[c->n_listeners];
 			r = listener_parse(optarg, (unsigned)c->n_listeners, l);
 			if (r < 0)
@@ -252,19 +256,22 @@ int config_parse(int argc, char **argv, struct config *c)
 		case OPT_BACKLOG:
 			r = parse_uint(optarg, 1, INT_MAX, &u);
 			if (r < 0)
-				return usage_error("invalid --backlog '%s': expected 1 or more", optarg);
+				return usage_error("invalid --backlog '%s': expected 1 or more",
+						   optarg);
 			c->backlog = (int)u;
 			break;
 		case 'n':
 			r = parse_uint(optarg, 1, ROLLOUT_MAX_WORKERS, &u);
 			if (r < 0)
-				return usage_error("invalid --workers '%s': expected 1 to 256", optarg);
+				return usage_error("invalid --workers '%s': expected 1 to 256",
+						   optarg);
 			c->rollout.n_workers = u;
 			break;
 		case OPT_BATCH:
 			r = parse_uint(optarg, 1, ROLLOUT_MAX_WORKERS, &u);
 			if (r < 0)
-				return usage_error("invalid --batch '%s': expected 1 to 256", optarg);
+				return usage_error("invalid --batch '%s': expected 1 to 256",
+						   optarg);
 			c->rollout.batch = u;
 			break;
 		case OPT_READY:

@@ -230,7 +230,8 @@ void listener_format(enum listener_kind kind, const union listener_addr *addr, s
 		size_t n = len > off ? len - off : 0;
 
 		if (n > 0 && addr->un.sun_path[0] == '\0')
-			(void)snprintf(buf, size, "unix:@%.*s", (int)(n - 1), addr->un.sun_path + 1);
+			(void)snprintf(buf, size, "unix:@%.*s", (int)(n - 1),
+				       addr->un.sun_path + 1);
 		else
 			(void)snprintf(buf, size, "unix:%.*s", (int)strnlen(addr->un.sun_path, n),
 				       addr->un.sun_path);

@@ -33,9 +33,9 @@ struct listener {
 	enum listener_kind kind;
 	union listener_addr addr;
 	socklen_t addr_len;
-	int fd;		  /* -1 until bound */
-	bool owns_path;	  /* we created the Unix socket file and remove it at the final close */
-	dev_t path_dev;	  /* identity of that file, so we never unlink someone else's */
+	int fd;		/* -1 until bound */
+	bool owns_path; /* we created the Unix socket file and remove it at the final close */
+	dev_t path_dev; /* identity of that file, so we never unlink someone else's */
 	ino_t path_ino;
 };
 

@@ -16,7 +16,8 @@ int log_get_max_level(void);
 void log_full(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* As log_full(), appending ": strerror(-error)". Returns error (a negative errno) for chaining. */
-int log_full_errno(int level, int error, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+int log_full_errno(int level, int error, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
 
 #define log_debug(...)	 log_full(LOG_DEBUG, __VA_ARGS__)
 #define log_info(...)	 log_full(LOG_INFO, __VA_ARGS__)

@@ -123,7 +123,8 @@ int notify_receive(int fd, struct notify_message *ret)
 	char buf[NOTIFY_MESSAGE_MAX];
 	union {
 		struct cmsghdr align;
-		char buf[CMSG_SPACE(sizeof(struct ucred)) + CMSG_SPACE(sizeof(int) * NOTIFY_MAX_FDS)];
+		char buf[CMSG_SPACE(sizeof(struct ucred)) +
+			 CMSG_SPACE(sizeof(int) * NOTIFY_MAX_FDS)];
 	} control;
 	struct iovec iov = { .iov_base = buf, .iov_len = sizeof(buf) };
 	struct msghdr mh = {

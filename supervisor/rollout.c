@@ -22,7 +22,7 @@ struct gen {
 	unsigned id;
 	bool reload; /* started by a reload, not the first start */
 	uint64_t started_usec;
-	unsigned n_launched;			   /* slots [0, n_launched) spawned (batches) */
+	unsigned n_launched;			    /* slots [0, n_launched) spawned (batches) */
 	uint64_t backoff_usec[ROLLOUT_MAX_WORKERS]; /* next respawn delay per slot */
 };
 
@@ -188,10 +188,10 @@ static void kill_worker(struct rollout *r, struct rollout_worker *w)
 	case ROLLOUT_W_READY:
 	case ROLLOUT_W_DRAINING:
 		emit(r, (struct rollout_action){
-					.type = ROLLOUT_DO_KILL,
-					.pid = w->pid,
-					.pgid = w->pgid,
-				});
+				.type = ROLLOUT_DO_KILL,
+				.pid = w->pid,
+				.pgid = w->pgid,
+			});
 		w->state = ROLLOUT_W_KILLED;
 		w->deadline_usec = 0;
 		return;
@@ -379,7 +379,8 @@ static void on_spawned(struct rollout *r, const struct rollout_event *ev)
 		kill_worker(r, w);
 		return;
 	}
-	if (w->drain_on_spawn || r->stopping || !g || (g->state != G_STARTING && g->state != G_SERVING)) {
+	if (w->drain_on_spawn || r->stopping || !g ||
+	    (g->state != G_STARTING && g->state != G_SERVING)) {
 		drain_worker(r, w, ev->now_usec);
 		return;
 	}
@@ -455,7 +456,8 @@ static void on_exited(struct rollout *r, const struct rollout_event *ev)
 		struct rollout_worker copy = *w;
 
 		worker_release(w);
-		rollback(r, ROLLOUT_REASON_EXITED, &copy, 0, ev->signaled, ev->status, ev->now_usec);
+		rollback(r, ROLLOUT_REASON_EXITED, &copy, 0, ev->signaled, ev->status,
+			 ev->now_usec);
 	} else if (g && g == serving(r) && !r->stopping) {
 		schedule_respawn(r, g, w, ROLLOUT_WORKER_CRASHED, 0, ev->signaled, ev->status,
 				 ev->now_usec);
@@ -645,7 +647,8 @@ static void settle(struct rollout *r, uint64_t now)
 
 	if (r->stopping && !r->exited && live_records(r, 0) == 0) {
 		r->exited = true;
-		emit(r, (struct rollout_action){ .type = ROLLOUT_DO_EXIT, .exit_code = r->exit_code });
+		emit(r,
+		     (struct rollout_action){ .type = ROLLOUT_DO_EXIT, .exit_code = r->exit_code });
 	}
 }
 
@@ -760,7 +763,8 @@ int rollout_step(struct rollout *r, const struct rollout_event *ev,
 		on_spawned(r, ev);
 		break;
 	case ROLLOUT_SPAWN_FAILED:
-		if (ev->worker < ROLLOUT_MAX_RECORDS && r->w[ev->worker].state == ROLLOUT_W_SPAWNING)
+		if (ev->worker < ROLLOUT_MAX_RECORDS &&
+		    r->w[ev->worker].state == ROLLOUT_W_SPAWNING)
 			spawn_failed(r, &r->w[ev->worker], ev->error, now);
 		break;
 	case ROLLOUT_WORKER_READY: {
@@ -953,8 +957,8 @@ int rollout_describe(const struct rollout_action *a, char *buf, size_t size)
 		return LOG_INFO;
 	case ROLLOUT_WORKER_EXIT:
 		format_end(a->signaled, a->status, t, sizeof(t));
-		(void)snprintf(buf, size, "generation %u worker %u (pid %d): exited with %s", a->gen,
-			       a->index, a->pid, t);
+		(void)snprintf(buf, size, "generation %u worker %u (pid %d): exited with %s",
+			       a->gen, a->index, a->pid, t);
 		return (!a->signaled && a->status == 0) ? LOG_INFO : LOG_NOTICE;
 	case ROLLOUT_WORKER_CRASHED:
 		format_end(a->signaled, a->status, t, sizeof(t));
@@ -965,19 +969,21 @@ int rollout_describe(const struct rollout_action *a, char *buf, size_t size)
 			       a->gen, a->index, a->pid, t, why);
 		return LOG_WARNING;
 	case ROLLOUT_WORKER_KILLED:
-		(void)snprintf(buf, size, "generation %u worker %u (pid %d): %s; killing it", a->gen,
-			       a->index, a->pid,
+		(void)snprintf(buf, size, "generation %u worker %u (pid %d): %s; killing it",
+			       a->gen, a->index, a->pid,
 			       a->reason == ROLLOUT_REASON_READY_TIMEOUT ? "not ready in time"
 									 : "drain deadline passed");
 		return LOG_WARNING;
 	case ROLLOUT_SPAWN_ERROR:
 		format_ms(a->usec, t, sizeof(t));
-		(void)snprintf(buf, size, "generation %u worker %u: start failed: %s; retrying in %s",
-			       a->gen, a->index, strerror(a->error < 0 ? -a->error : a->error), t);
+		(void)snprintf(buf, size,
+			       "generation %u worker %u: start failed: %s; retrying in %s", a->gen,
+			       a->index, strerror(a->error < 0 ? -a->error : a->error), t);
 		return LOG_ERR;
 	case ROLLOUT_STOPPING:
-		(void)snprintf(buf, size, "%s: %u worker%s to %s", a->reload ? "stop now" : "stopping",
-			       a->count, a->count == 1 ? "" : "s", a->reload ? "kill" : "drain");
+		(void)snprintf(buf, size, "%s: %u worker%s to %s",
+			       a->reload ? "stop now" : "stopping", a->count,
+			       a->count == 1 ? "" : "s", a->reload ? "kill" : "drain");
 		return LOG_NOTICE;
 	}
 	(void)snprintf(buf, size, "unknown report %d", (int)a->report);

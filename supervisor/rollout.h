@@ -10,9 +10,9 @@
 #define ROLLOUT_MAX_GENERATIONS 8   /* alive at once: serving, starting and draining ones */
 #define ROLLOUT_MAX_RECORDS	(ROLLOUT_MAX_WORKERS * ROLLOUT_MAX_GENERATIONS) /* live workers */
 /* One step can kill or drain every live worker and report each; the rest is a few reports. */
-#define ROLLOUT_MAX_ACTIONS	(2 * ROLLOUT_MAX_RECORDS + 32)
+#define ROLLOUT_MAX_ACTIONS (2 * ROLLOUT_MAX_RECORDS + 32)
 
-#define ROLLOUT_BACKOFF_MIN_USEC   UINT64_C(100000)	 /* first respawn delay: 100 ms */
+#define ROLLOUT_BACKOFF_MIN_USEC   UINT64_C(100000)   /* first respawn delay: 100 ms */
 #define ROLLOUT_BACKOFF_MAX_USEC   UINT64_C(30000000) /* respawn delay cap: 30 s */
 #define ROLLOUT_BACKOFF_RESET_USEC UINT64_C(60000000) /* uptime that resets the delay: 1 min */
 
@@ -48,7 +48,7 @@ struct rollout_event {
 	uint64_t now_usec; /* CLOCK_MONOTONIC; the machine has no clock of its own */
 	unsigned worker;   /* worker record id from ROLLOUT_DO_SPAWN */
 	int pid;
-	int error;  /* negative errno */
+	int error;     /* negative errno */
 	bool signaled; /* killed by signal .status, else exited with status .status */
 	int status;
 	bool force;
@@ -64,20 +64,20 @@ enum rollout_action_type {
 };
 
 enum rollout_report {
-	ROLLOUT_GEN_STARTING,	 /* .gen spawning (.count workers, .reload) */
-	ROLLOUT_GEN_READY,	 /* .gen serving; .usec since it started; .reload */
-	ROLLOUT_GEN_DRAINING,	 /* .gen told to drain (.count workers) */
-	ROLLOUT_GEN_GONE,	 /* last worker of .gen exited */
-	ROLLOUT_RELOAD_FAILED,	 /* .gen rolled back: .reason with .index/.pid/.status/.error */
-	ROLLOUT_RELOAD_PENDING,	 /* reload asked for during one: will run after it */
-	ROLLOUT_RELOAD_IGNORED,	 /* reload asked for while stopping */
-	ROLLOUT_START_FAILED,	 /* the first generation never got ready: .reason etc.; exit 1 */
-	ROLLOUT_WORKER_BACK,	 /* a respawned worker .gen/.index/.pid is ready */
-	ROLLOUT_WORKER_EXIT,	 /* .gen/.index/.pid exited (.signaled/.status) as asked */
-	ROLLOUT_WORKER_CRASHED,	 /* .gen/.index/.pid exited unasked; respawn in .usec */
-	ROLLOUT_WORKER_KILLED,	 /* .gen/.index/.pid missed its drain (or ready) deadline */
-	ROLLOUT_SPAWN_ERROR,	 /* spawning .gen/.index failed with .error; respawn in .usec */
-	ROLLOUT_STOPPING,	 /* stop begun: .count workers to drain */
+	ROLLOUT_GEN_STARTING,	/* .gen spawning (.count workers, .reload) */
+	ROLLOUT_GEN_READY,	/* .gen serving; .usec since it started; .reload */
+	ROLLOUT_GEN_DRAINING,	/* .gen told to drain (.count workers) */
+	ROLLOUT_GEN_GONE,	/* last worker of .gen exited */
+	ROLLOUT_RELOAD_FAILED,	/* .gen rolled back: .reason with .index/.pid/.status/.error */
+	ROLLOUT_RELOAD_PENDING, /* reload asked for during one: will run after it */
+	ROLLOUT_RELOAD_IGNORED, /* reload asked for while stopping */
+	ROLLOUT_START_FAILED,	/* the first generation never got ready: .reason etc.; exit 1 */
+	ROLLOUT_WORKER_BACK,	/* a respawned worker .gen/.index/.pid is ready */
+	ROLLOUT_WORKER_EXIT,	/* .gen/.index/.pid exited (.signaled/.status) as asked */
+	ROLLOUT_WORKER_CRASHED, /* .gen/.index/.pid exited unasked; respawn in .usec */
+	ROLLOUT_WORKER_KILLED,	/* .gen/.index/.pid missed its drain (or ready) deadline */
+	ROLLOUT_SPAWN_ERROR,	/* spawning .gen/.index failed with .error; respawn in .usec */
+	ROLLOUT_STOPPING,	/* stop begun: .count workers to drain */
 };
 
 enum rollout_reason {

@@ -19,8 +19,8 @@
 #define PID_DIGITS_MAX	  20 /* digits of the largest pid_t, and then some */
 
 static const char *const drop_prefixes[] = {
-	"LISTEN_FDS=", "LISTEN_PID=", "LISTEN_FDNAMES=", "NOTIFY_SOCKET=",
-	"WATCHDOG_USEC=", "WATCHDOG_PID=", "BATON_", "FDSTORE=",
+	"LISTEN_FDS=",	  "LISTEN_PID=",   "LISTEN_FDNAMES=", "NOTIFY_SOCKET=",
+	"WATCHDOG_USEC=", "WATCHDOG_PID=", "BATON_",	      "FDSTORE=",
 };
 
 static bool dropped(const char *kv)
@@ -95,7 +95,7 @@ int spawn_env_build(char *const *base, const struct spawn_env *e, char ***ret_en
 		goto fail;
 	/* Filled in by the child, which alone knows its pid; padded so it never grows. */
 	r = asprintf(&s, LISTEN_PID_PREFIX "%*s", PID_DIGITS_MAX, "") < 0 ? -ENOMEM
-									   : push(envp, &n, s);
+									  : push(envp, &n, s);
 	if (r < 0)
 		goto fail;
 	r = push(envp, &n, names_join(e));
@@ -103,7 +103,7 @@ int spawn_env_build(char *const *base, const struct spawn_env *e, char ***ret_en
 		goto fail;
 	if (e->notify_socket) {
 		r = asprintf(&s, "NOTIFY_SOCKET=%s", e->notify_socket) < 0 ? -ENOMEM
-									    : push(envp, &n, s);
+									   : push(envp, &n, s);
 		if (r < 0)
 			goto fail;
 	}

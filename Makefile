@@ -1,0 +1,111 @@
+# SPDX-License-Identifier: MIT
+# baton - zero-downtime socket handoff supervisor. See README.md.
+
+VERSION	:= 0.1.0
+PREFIX	?= /usr/local
+DESTDIR	?=
+BINDIR	?= $(PREFIX)/bin
+MANDIR	?= $(PREFIX)/share/man
+
+CC	?= gcc
+PKG_CONFIG ?= pkg-config
+PYTHON	?= python3
+
+ifeq ($(SANITIZE),1)
+BUILD	?= build/san
+SAN	:= -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+OPT	:= -O1 -g
+else
+BUILD	?= build
+SAN	:=
+OPT	:= -O2 -g -D_FORTIFY_SOURCE=2
+endif
+
+WARN	:= -Wall -Wextra -Wshadow -Wformat=2 -Wformat-security -Wstrict-prototypes \
+	   -Wmissing-prototypes -Wold-style-definition -Wpointer-arith -Wundef \
+	   -Wimplicit-fallthrough -Wvla -Wcast-align -Wwrite-strings -Werror
+CFLAGS	?= $(OPT)
+ALL_CFLAGS := -std=c17 -D_GNU_SOURCE -DBATON_VERSION='"$(VERSION)"' $(WARN) $(SAN) \
+	   -fstack-protector-strong -fPIC -Iproto $(CFLAGS)
+LDLIBS_SD   = $(shell $(PKG_CONFIG) --libs libsystemd 2>/dev/null)
+CFLAGS_SD   = $(shell $(PKG_CONFIG) --cflags libsystemd 2>/dev/null)
+LDLIBS_CHK  = $(shell $(PKG_CONFIG) --libs check 2>/dev/null)
+CFLAGS_CHK  = $(shell $(PKG_CONFIG) --cflags check 2>/dev/null)
+
+PROTO_SRC	:= proto/duration.c
+SUPERVISOR_LIB	:= supervisor/config.c supervisor/listener.c supervisor/log.c \
+		   supervisor/notify.c supervisor/rollout.c supervisor/spawn.c
+UNIT_SRC	:= $(sort $(wildcard tests/unit/*.c))
+
+PROGRAMS := $(BUILD)/batond $(BUILD)/example-httpd $(BUILD)/loadgen
+UNIT_BIN := $(BUILD)/unit-tests
+
+obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
+
+.PHONY: all deps check check-run unit integration lint demo demo-run bench bench-run \
+	install uninstall clean format
+
+all: deps
+	@$(MAKE) --no-print-directory programs
+
+# A fresh Debian machine needs nothing but these targets: missing packages are installed first.
+deps:
+	@$(PKG_CONFIG) --exists libsystemd check 2>/dev/null || scripts/install-deps
+
+programs: $(PROGRAMS)
+
+$(BUILD)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) $(CFLAGS_SD) $(CFLAGS_CHK) -Isupervisor -MMD -MP -c $< -o $@
+
+$(BUILD)/batond: $(call obj,supervisor/main.c $(SUPERVISOR_LIB) $(PROTO_SRC))
+	$(CC) $(ALL_CFLAGS) $^ $(LDLIBS_SD) -o $@
+
+$(BUILD)/example-httpd: $(call obj,worker/examples/example-httpd.c $(PROTO_SRC))
+	$(CC) $(ALL_CFLAGS) $^ $(LDLIBS_SD) -o $@
+
+$(BUILD)/loadgen: $(call obj,tests/bench/loadgen.c $(PROTO_SRC))
+	$(CC) $(ALL_CFLAGS) -pthread $^ -o $@
+
+$(UNIT_BIN): $(call obj,$(UNIT_SRC) $(SUPERVISOR_LIB) $(PROTO_SRC))
+	$(CC) $(ALL_CFLAGS) $^ $(LDLIBS_CHK) $(LDLIBS_SD) -o $@
+
+-include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
+
+check: deps
+	@$(MAKE) --no-print-directory check-run
+
+check-run: programs $(UNIT_BIN) lint
+	@BUILD=$(BUILD) $(PYTHON) tests/run-all.py --build $(BUILD)
+
+unit: $(UNIT_BIN)
+	$(UNIT_BIN)
+
+integration: programs
+	$(PYTHON) tests/integration/run.py --build $(BUILD)
+
+# The style rules that a compiler cannot see.
+lint:
+	@scripts/lint
+
+format:
+	clang-format-14 -i $$(git ls-files '*.c' '*.h')
+
+demo: deps
+	@$(MAKE) --no-print-directory programs
+	@scripts/demo $(BUILD)
+
+bench: deps
+	@$(MAKE) --no-print-directory programs
+	@tests/bench/run $(BUILD)
+
+install: programs
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man8
+	install -m 0755 $(BUILD)/batond $(DESTDIR)$(BINDIR)/batond
+	install -m 0644 docs/batond.8 $(DESTDIR)$(MANDIR)/man8/batond.8
+
+uninstall:
+	rm -f $(DESTDIR)$(BINDIR)/batond $(DESTDIR)$(MANDIR)/man8/batond.8
+
+clean:
+	rm -rf build

@@ -1,0 +1,17 @@
+/* SPDX-License-Identifier: MIT */
+/* unit.h - the Check suites of batond's modules, one per module, run by unit_main.c. */
+#pragma once
+
+#include <check.h>
+
+#define UNIT_TIMEOUT_SEC 30 /* per test case; generous for a busy 2-core CI machine */
+
+Suite *duration_suite(void);
+Suite *listener_suite(void);
+Suite *config_suite(void);
+Suite *spawn_suite(void);
+Suite *notify_suite(void);
+Suite *rollout_suite(void);
+
+/* Number of open fds of this process, from /proc/self/fd; tests compare it before and after. */
+int unit_count_fds(void);
