@@ -50,7 +50,8 @@ all: deps
 
 # A fresh Debian machine needs nothing but these targets: missing packages are installed first.
 deps:
-	@$(PKG_CONFIG) --exists libsystemd check 2>/dev/null || scripts/install-deps
+	@{ $(PKG_CONFIG) --exists libsystemd check && command -v clang-format-14 && \
+	   command -v $(PYTHON) && command -v $(CC); } >/dev/null 2>&1 || scripts/install-deps
 
 programs: $(PROGRAMS)
 
@@ -93,7 +94,7 @@ format:
 
 demo: deps
 	@$(MAKE) --no-print-directory programs
-	@scripts/demo $(BUILD)
+	@BUILD=$(BUILD) $(PYTHON) scripts/demo $(BUILD)
 
 bench: deps
 	@$(MAKE) --no-print-directory programs

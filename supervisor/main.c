@@ -402,19 +402,24 @@ static void kill_all_workers(struct batond *b)
 	}
 }
 
-static int run(struct batond *b)
+/* Binds every listener; on failure the ones already bound are closed by batond_done(). */
+static int bind_all(struct batond *b)
 {
-	int r;
-
 	for (size_t i = 0; i < b->cfg.n_listeners; i++) {
 		struct listener *l = &b->cfg.listeners[i];
+		int r = listener_bind(l, b->cfg.backlog);
 
-		r = listener_bind(l, b->cfg.backlog);
 		if (r < 0)
 			return log_error_errno(r, "listen %s", l->spec);
 		b->listen_fds[i] = l->fd;
 		log_info("listening on %s (%s)", l->spec, l->name);
 	}
+	return 0;
+}
+
+static int run(struct batond *b)
+{
+	int r;
 
 	b->notify_fd = notify_open(b->notify_address);
 	if (b->notify_fd < 0)
@@ -505,6 +510,12 @@ int main(int argc, char **argv)
 	if (prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) < 0)
 		log_warning_errno(-errno, "become child subreaper, ignoring");
 
+	/* An address that cannot be bound is a configuration error: exit 2, nothing spawned. */
+	r = bind_all(&b);
+	if (r < 0) {
+		batond_done(&b);
+		return 2;
+	}
 	r = run(&b);
 	batond_done(&b);
 	if (r < 0)

@@ -1,0 +1,240 @@
+# SPDX-License-Identifier: MIT
+"""harness.py - run batond, workers and load on loopback; track and stop every process by pid."""
+import os
+import re
+import signal
+import socket
+import subprocess
+import threading
+import time
+
+BUILD = os.environ.get("BUILD", "build")
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+DEADLINE = 60.0  # seconds any single wait may take on a busy 2-core machine
+
+
+def bin_path(name):
+    return os.path.join(ROOT, BUILD, name)
+
+
+class TestFailure(AssertionError):
+    pass
+
+
+def check(cond, msg):
+    if not cond:
+        raise TestFailure(msg)
+
+
+def children_of(pid):
+    """Every descendant of pid, from /proc (so cleanup can stop them by pid)."""
+    parents = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+            ppid = int(stat[stat.rindex(")") + 2:].split()[1])
+            parents.setdefault(ppid, []).append(int(entry))
+        except (OSError, ValueError):
+            continue
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        for c in parents.get(p, []):
+            out.append(c)
+            todo.append(c)
+    return out
+
+
+def alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def wait_for(pred, what, timeout=DEADLINE):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        v = pred()
+        if v:
+            return v
+        time.sleep(0.02)
+    raise TestFailure(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+class Batond:
+    """One batond process with its stderr captured line by line."""
+
+    def __init__(self, args, command, env=None, log_path=None):
+        self.lines = []
+        self.cond = threading.Condition()
+        e = dict(os.environ)
+        e.pop("NOTIFY_SOCKET", None)
+        e.pop("LISTEN_FDS", None)
+        if env:
+            e.update(env)
+        self.proc = subprocess.Popen(
+            [bin_path("batond")] + args + ["--"] + command,
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            env=e, text=True, errors="replace")
+        self.pid = self.proc.pid
+        self.known = set()
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self):
+        for line in self.proc.stderr:
+            with self.cond:
+                self.lines.append(line.rstrip("\n"))
+                self.cond.notify_all()
+        with self.cond:
+            self.cond.notify_all()
+
+    def log(self):
+        with self.cond:
+            return "\n".join(self.lines)
+
+    def wait_log(self, pattern, start=0, timeout=DEADLINE):
+        """Waits for a line matching pattern at index >= start; returns (match, index)."""
+        rx = re.compile(pattern)
+        end = time.monotonic() + timeout
+        with self.cond:
+            while True:
+                for i in range(start, len(self.lines)):
+                    m = rx.search(self.lines[i])
+                    if m:
+                        return m, i
+                left = end - time.monotonic()
+                if left <= 0 or (self.proc.poll() is not None and not self.reader.is_alive()):
+                    raise TestFailure(f"no log line matching {pattern!r}; log:\n" +
+                                      "\n".join(self.lines[-40:]))
+                self.cond.wait(min(left, 0.5))
+
+    def count(self, pattern):
+        rx = re.compile(pattern)
+        with self.cond:
+            return sum(1 for l in self.lines if rx.search(l))
+
+    def mark(self):
+        with self.cond:
+            return len(self.lines)
+
+    def address(self, name="listen0"):
+        m, _ = self.wait_log(r"listening on (\S+) \(" + re.escape(name) + r"\)")
+        return m.group(1)
+
+    def workers(self):
+        """Direct children that are alive: the worker processes."""
+        pids = [p for p in children_of(self.pid) if alive(p) and ppid(p) == self.pid]
+        self.known.update(pids)
+        return sorted(pids)
+
+    def signal(self, sig):
+        self.known.update(children_of(self.pid))
+        os.kill(self.pid, sig)
+
+    def wait_exit(self, timeout=DEADLINE):
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise TestFailure(f"batond pid {self.pid} did not exit within {timeout:.0f}s")
+
+    def cleanup(self):
+        """Stops batond and everything it started, by pid, whatever state the test left."""
+        pids = set(children_of(self.pid)) | self.known
+        if self.proc.poll() is None:
+            try:
+                self.proc.send_signal(signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        for p in pids:
+            try:
+                os.kill(p, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        try:
+            self.proc.wait(timeout=DEADLINE)
+        except subprocess.TimeoutExpired:
+            pass
+        self.reader.join(timeout=5)
+
+
+def ppid(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read()
+        return int(stat[stat.rindex(")") + 2:].split()[1])
+    except (OSError, ValueError):
+        return -1
+
+
+def target_of(spec):
+    """tcp://127.0.0.1:8080 -> 127.0.0.1:8080, for loadgen."""
+    if spec.startswith("tcp://"):
+        return spec[len("tcp://"):]
+    return spec
+
+
+class Load:
+    """A bounded loadgen run in the background."""
+
+    def __init__(self, target, duration="10s", threads=4, extra=()):
+        self.proc = subprocess.Popen(
+            [bin_path("loadgen"), "-t", str(threads), "-d", duration, "--quiet", *extra, target],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def result(self, timeout=DEADLINE * 2):
+        try:
+            out, err = self.proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise TestFailure("loadgen did not finish in time")
+        m = re.search(r"^loadgen: (.*)$", out, re.M)
+        check(m, f"no loadgen summary; stdout={out!r} stderr={err!r}")
+        return {k: int(v) for k, v in (kv.split("=") for kv in m.group(1).split())}
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def http_get(spec, path="/", timeout=10.0):
+    """One request; returns the body. spec is tcp://host:port or unix:/path."""
+    if spec.startswith("unix:"):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        addr = spec[5:]
+        if addr.startswith("@"):
+            addr = "\0" + addr[1:]
+    else:
+        hostport = target_of(spec)
+        host, port = hostport.rsplit(":", 1)
+        host = host.strip("[]")
+        s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+        addr = (host, int(port))
+    s.settimeout(timeout)
+    try:
+        s.connect(addr)
+        s.sendall(f"GET {path} HTTP/1.0\r\nHost: x\r\n\r\n".encode())
+        data = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    finally:
+        s.close()
+    head, _, body = data.partition(b"\r\n\r\n")
+    check(head.startswith(b"HTTP/1."), f"bad reply {data[:80]!r}")
+    return body.decode()
+
+
+def serving_pid(spec):
+    m = re.search(r"pid=(\d+)", http_get(spec))
+    check(m, "reply without pid=")
+    return int(m.group(1))
