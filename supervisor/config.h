@@ -44,7 +44,7 @@ int config_parse_ready(const char *s, enum rollout_ready_mode *ret_mode, uint64_
 
 /*
  * Finds an executable for name: as given if it contains '/', else in each directory of path.
- * Returns 0 and writes it to ret (size bytes), or -ENOENT / -EACCES / -ENAMETOOLONG.
+ * Returns 0 and writes it to ret (size bytes), or -ENOENT / -EACCES / -EISDIR / -ENAMETOOLONG.
  */
 int config_find_executable(const char *name, const char *path, char *ret, size_t size);
 

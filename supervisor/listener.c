@@ -121,7 +121,7 @@ static int parse_unix(const char *path, struct listener *l)
 	if (n == 0 || (path[0] == '@' && n == 1))
 		return -EINVAL;
 	/* sun_path needs a NUL for a path; an abstract name uses every byte after the leading NUL. */
-	if (n >= sizeof(l->addr.un.sun_path))
+	if (n > sizeof(l->addr.un.sun_path) || (n == sizeof(l->addr.un.sun_path) && path[0] != '@'))
 		return -ENAMETOOLONG;
 	memset(&l->addr, 0, sizeof(l->addr));
 	l->addr.un.sun_family = AF_UNIX;
@@ -275,8 +275,11 @@ int listener_bind(struct listener *l, int backlog)
 	fd = socket(l->addr.sa.sa_family, type | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 	if (fd < 0)
 		return -errno;
-	if (l->addr.sa.sa_family != AF_UNIX) {
-		/* Lets a restarted batond bind again while old connections sit in TIME_WAIT. */
+	if (l->kind == LISTENER_TCP) {
+		/*
+		 * Lets a restarted batond bind again while old connections sit in TIME_WAIT. Not for
+		 * UDP, where it would let a second process silently take over the port.
+		 */
 		if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0)
 			return -errno;
 	}

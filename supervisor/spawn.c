@@ -168,6 +168,7 @@ child(const char *path, char *const *argv, char **envp, const int *fds, size_t n
 	/* Keep the error pipe clear of the target range, then of the range we are about to close. */
 	if (errfd < target_end) {
 		errfd = fcntl(errfd, F_DUPFD_CLOEXEC, target_end);
+		/* Nowhere to report: the parent sees a spawn, then this exit, i.e. a crash. */
 		if (errfd < 0)
 			_exit(127);
 	}

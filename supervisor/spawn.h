@@ -19,7 +19,8 @@ struct spawn_env {
 
 /*
  * Builds the environment of a worker: a copy of base (batond's environ) without variables that
- * describe batond's own inheritance (LISTEN_*, NOTIFY_SOCKET, WATCHDOG_*, BATON_*), plus LISTEN_FDS,
+ * describe batond's own inheritance (LISTEN_FDS, LISTEN_PID, LISTEN_FDNAMES, NOTIFY_SOCKET,
+ * WATCHDOG_USEC, WATCHDOG_PID, FDSTORE, BATON_*), plus LISTEN_FDS,
  * LISTEN_PID (a placeholder the child fills with its own pid), LISTEN_FDNAMES, NOTIFY_SOCKET,
  * BATON_GENERATION and BATON_WORKER. Returns 0 with a NULL-terminated array the caller frees with
  * spawn_env_free(), or -ENOMEM / -E2BIG.
