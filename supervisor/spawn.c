@@ -10,10 +10,21 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stdint.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include "cleanup.h"
+
+/* The kernel's struct sigaction (not glibc's): handler, flags, restorer, a 64-bit mask. */
+struct kernel_sigaction {
+	void (*handler)(int);
+	unsigned long flags;
+	void (*restorer)(void);
+	uint64_t mask;
+};
+#define KERNEL_SIGSET_BYTES sizeof(uint64_t)
 
 #define LISTEN_PID_PREFIX "LISTEN_PID="
 #define PID_DIGITS_MAX	  20 /* digits of the largest pid_t, and then some */
@@ -151,14 +162,18 @@ child(const char *path, char *const *argv, char **envp, const int *fds, size_t n
 {
 	int moved[SPAWN_MAX_FDS];
 	int target_end = 3 + (int)n_fds;
-	struct sigaction dfl = { .sa_handler = SIG_DFL };
+	struct kernel_sigaction dfl = { .handler = SIG_DFL };
 	sigset_t none;
 	int err;
 
-	/* A default signal state: batond blocks signals for sd-event and ignores SIGPIPE. */
+	/*
+	 * A default signal state: batond blocks signals for sd-event and ignores SIGPIPE, and may
+	 * itself have inherited ignored signals. The raw system call, because glibc's sigaction()
+	 * refuses the two real-time signals it reserves, and those can arrive ignored too.
+	 */
 	for (int sig = 1; sig < NSIG; sig++)
 		if (sig != SIGKILL && sig != SIGSTOP)
-			(void)sigaction(sig, &dfl, NULL);
+			(void)syscall(SYS_rt_sigaction, sig, &dfl, NULL, KERNEL_SIGSET_BYTES);
 	(void)sigemptyset(&none);
 	if (sigprocmask(SIG_SETMASK, &none, NULL) < 0)
 		goto fail;

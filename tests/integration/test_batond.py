@@ -168,8 +168,7 @@ def test_worker_sees_exactly_stdio_and_its_listeners():
             for fd in (3, 4, 5):
                 check(theirs.get(fd) in mine.values(), f"worker fd {fd} is not a batond listener")
             check(len({theirs[3], theirs[4], theirs[5]}) == 3, "listeners out of order or shared")
-            with open(f"/proc/{w}/environ", "rb") as f:
-                env = dict(kv.split(b"=", 1) for kv in f.read().split(b"\0") if b"=" in kv)
+            env = environ(w)
             check(env[b"LISTEN_FDS"] == b"3", f"LISTEN_FDS={env.get(b'LISTEN_FDS')}")
             check(env[b"LISTEN_PID"] == str(w).encode(), "LISTEN_PID is not the worker's pid")
             check(env[b"LISTEN_FDNAMES"] == b"listen0:api:listen2", "LISTEN_FDNAMES")
@@ -198,6 +197,11 @@ def test_every_listener_kind_is_served():
                 check(serving_pid(spec) == w, f"{spec} not served by the worker")
         finally:
             b.cleanup()
+
+
+def environ(pid):
+    with open(f"/proc/{pid}/environ", "rb") as f:
+        return dict(kv.split(b"=", 1) for kv in f.read().split(b"\0") if b"=" in kv)
 
 
 def accept_queue(port):
@@ -263,8 +267,9 @@ def test_notify_from_a_process_that_is_not_a_worker_is_ignored():
     try:
         b.address()
         w = wait_for(lambda: b.workers(), "the worker")[0]
-        with open(f"/proc/{w}/environ", "rb") as f:
-            env = dict(kv.split(b"=", 1) for kv in f.read().split(b"\0") if b"=" in kv)
+        # Until its execve() the child still has batond's environment.
+        env = wait_for(lambda: (lambda e: e if b"NOTIFY_SOCKET" in e else None)(environ(w)),
+                       "the worker's exec")
         addr = env[b"NOTIFY_SOCKET"].decode()
         s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         s.sendto(b"READY=1", "\0" + addr[1:])
