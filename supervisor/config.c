@@ -40,6 +40,9 @@ void config_help(FILE *f)
 		"      --ready-timeout DUR      spawn-to-ready limit per worker (60s)\n"
 		"      --drain-signal SIG       signal that asks a worker to drain (TERM)\n"
 		"      --drain-timeout DUR      drain-to-SIGKILL limit per worker (30s)\n"
+		"      --stop-mode MODE         graceful (refuse new connections, serve what is\n"
+		"                               queued, then drain) or immediate (graceful)\n"
+		"      --stop-timeout DUR       limit on serving the queues at a stop (30s)\n"
 		"      --pid-file PATH          write batond's pid to PATH, removed on exit\n"
 		"  -v, --verbose                log debug messages too\n"
 		"  -h, --help                   show this help and exit\n"
@@ -204,6 +207,8 @@ int config_parse(int argc, char **argv, struct config *c)
 		OPT_DRAIN_SIGNAL,
 		OPT_DRAIN_TIMEOUT,
 		OPT_PID_FILE,
+		OPT_STOP_MODE,
+		OPT_STOP_TIMEOUT,
 	};
 	static const struct option options[] = {
 		{ "listen", required_argument, NULL, 'l' },
@@ -215,6 +220,8 @@ int config_parse(int argc, char **argv, struct config *c)
 		{ "drain-signal", required_argument, NULL, OPT_DRAIN_SIGNAL },
 		{ "drain-timeout", required_argument, NULL, OPT_DRAIN_TIMEOUT },
 		{ "pid-file", required_argument, NULL, OPT_PID_FILE },
+		{ "stop-mode", required_argument, NULL, OPT_STOP_MODE },
+		{ "stop-timeout", required_argument, NULL, OPT_STOP_TIMEOUT },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
@@ -230,6 +237,8 @@ int config_parse(int argc, char **argv, struct config *c)
 	c->rollout.ready_timeout_usec = CONFIG_READY_TIMEOUT_DEFAULT_USEC;
 	c->rollout.drain_timeout_usec = CONFIG_DRAIN_TIMEOUT_DEFAULT_USEC;
 	c->drain_signal = SIGTERM;
+	c->stop_mode = CONFIG_STOP_GRACEFUL;
+	c->stop_timeout_usec = CONFIG_STOP_TIMEOUT_DEFAULT_USEC;
 	c->log_level = LOG_INFO;
 
 	optind = 0; /* full reset: config_parse may run more than once (tests) */
@@ -298,6 +307,22 @@ int config_parse(int argc, char **argv, struct config *c)
 		case OPT_DRAIN_TIMEOUT:
 			if (duration_parse(optarg, &c->rollout.drain_timeout_usec) < 0)
 				return usage_error("invalid --drain-timeout '%s': expected a "
+						   "duration such as 500ms, 30s or 2m",
+						   optarg);
+			break;
+		case OPT_STOP_MODE:
+			if (strcmp(optarg, "graceful") == 0)
+				c->stop_mode = CONFIG_STOP_GRACEFUL;
+			else if (strcmp(optarg, "immediate") == 0)
+				c->stop_mode = CONFIG_STOP_IMMEDIATE;
+			else
+				return usage_error("invalid --stop-mode '%s': expected graceful or "
+						   "immediate",
+						   optarg);
+			break;
+		case OPT_STOP_TIMEOUT:
+			if (duration_parse(optarg, &c->stop_timeout_usec) < 0)
+				return usage_error("invalid --stop-timeout '%s': expected a "
 						   "duration such as 500ms, 30s or 2m",
 						   optarg);
 			break;

@@ -12,6 +12,12 @@
 
 #define CONFIG_READY_TIMEOUT_DEFAULT_USEC (UINT64_C(60) * 1000000) /* 60 s */
 #define CONFIG_DRAIN_TIMEOUT_DEFAULT_USEC (UINT64_C(30) * 1000000) /* 30 s */
+#define CONFIG_STOP_TIMEOUT_DEFAULT_USEC  (UINT64_C(30) * 1000000) /* 30 s */
+
+enum config_stop_mode {
+	CONFIG_STOP_GRACEFUL, /* refuse new connections, let workers empty the queues, then drain */
+	CONFIG_STOP_IMMEDIATE, /* drain the workers at once; what is still queued is reset */
+};
 
 struct config {
 	struct listener listeners[CONFIG_MAX_LISTENERS];
@@ -19,9 +25,11 @@ struct config {
 	int backlog;
 	struct rollout_config rollout;
 	int drain_signal;
-	const char *pid_file; /* NULL: none */
-	char exec_path[4096]; /* argv[0] resolved through PATH */
-	char **argv;	      /* the worker command, pointing into main()'s argv */
+	enum config_stop_mode stop_mode;
+	uint64_t stop_timeout_usec; /* limit on emptying the queues at a graceful stop */
+	const char *pid_file;	    /* NULL: none */
+	char exec_path[4096];	    /* argv[0] resolved through PATH */
+	char **argv;		    /* the worker command, pointing into main()'s argv */
 	int log_level;
 };
 

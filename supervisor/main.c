@@ -2,6 +2,7 @@
 /* main.c - batond: hold the listeners, wire sd-event to the rollout machine, run its actions. */
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,6 +17,7 @@
 
 #include "cleanup.h"
 #include "config.h"
+#include "drain.h"
 #include "listener.h"
 #include "log.h"
 #include "notify.h"
@@ -49,7 +51,15 @@ struct batond {
 	struct worker_extra *extra; /* ROLLOUT_MAX_RECORDS */
 	bool pid_file_written;
 	int exit_code;
+
+	/* Graceful stop, stages 1 and 2: new connections refused, queues emptying. */
+	unsigned n_stops;
+	bool stop_begun;
+	sd_event_source *stop_timer;
+	uint64_t stop_started_usec, stop_deadline_usec;
 };
+
+#define STOP_POLL_USEC (20 * 1000) /* 20 ms between looks at the queues while they empty */
 
 #define QUEUE_MAX (ROLLOUT_MAX_RECORDS + 1) /* at most one pending result per spawning record */
 
@@ -197,21 +207,112 @@ static int on_timer(sd_event_source *s, uint64_t usec, void *userdata)
 
 static int on_sighup(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata)
 {
+	struct batond *b = userdata;
+
 	(void)s;
+	if (b->stop_begun) {
+		log_warning("SIGHUP from pid %u while stopping: ignoring", si->ssi_pid);
+		return 0;
+	}
 	log_info("SIGHUP from pid %u: reload", si->ssi_pid);
-	return feed_simple(userdata, ROLLOUT_RELOAD, false);
+	return feed_simple(b, ROLLOUT_RELOAD, false);
+}
+
+/* Stage 2: counts what the listeners still hold; at zero or at the deadline, stage 3. */
+static void stop_check_queues(struct batond *b)
+{
+	unsigned queued = 0, half_open = 0;
+	uint64_t now = now_usec();
+	int r;
+
+	for (size_t i = 0; i < b->cfg.n_listeners; i++) {
+		const struct listener *l = &b->cfg.listeners[i];
+		unsigned q, h;
+
+		r = drain_pending(l, &q, &h);
+		if (r < 0) {
+			/* Unknown is not "still busy": never hold the stop on a failed look. */
+			log_warning_errno(r, "stop: count connections waiting on %s, ignoring",
+					  l->spec);
+			continue;
+		}
+		queued += q;
+		half_open += h;
+	}
+	if (queued + half_open > 0 && now < b->stop_deadline_usec) {
+		r = sd_event_source_set_time(b->stop_timer, now + STOP_POLL_USEC);
+		if (r >= 0)
+			r = sd_event_source_set_enabled(b->stop_timer, SD_EVENT_ONESHOT);
+		if (r >= 0)
+			return;
+		log_error_errno(r, "stop: arm queue timer");
+	}
+	if (queued + half_open > 0)
+		log_warning(
+			"stop: %u queued and %u half-open connections left at the stop timeout; "
+			"closing resets them",
+			queued, half_open);
+	else
+		log_info("stop: every queue empty after %" PRIu64 "ms; draining the workers",
+			 (now - b->stop_started_usec) / 1000);
+	(void)feed_simple(b, ROLLOUT_STOP, false);
+}
+
+static int on_stop_timer(sd_event_source *s, uint64_t usec, void *userdata)
+{
+	(void)s;
+	(void)usec;
+	stop_check_queues(userdata);
+	return 0;
+}
+
+/* Stage 1: new connections are refused on every listener; what is queued stays acceptable. */
+static void stop_begin(struct batond *b)
+{
+	unsigned n = 0;
+	int r;
+
+	b->stop_begun = true;
+	for (size_t i = 0; i < b->cfg.n_listeners; i++) {
+		struct listener *l = &b->cfg.listeners[i];
+
+		r = drain_refuse_new(l);
+		if (r == -EOPNOTSUPP)
+			log_notice("stop: %s cannot refuse new connections (abstract Unix socket); "
+				   "they are served until the workers drain",
+				   l->spec);
+		else if (r < 0)
+			log_warning_errno(r, "stop: refuse new connections on %s, ignoring",
+					  l->spec);
+		else
+			n++;
+	}
+	log_info("stop: new connections refused on %u of %zu listeners; serving what is queued", n,
+		 b->cfg.n_listeners);
+	b->stop_started_usec = now_usec();
+	b->stop_deadline_usec = b->stop_started_usec + b->cfg.stop_timeout_usec;
+	stop_check_queues(b);
 }
 
 static int on_sigterm(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata)
 {
 	struct batond *b = userdata;
-	static unsigned n_stops; /* one batond per process: a second stop signal means now */
 
 	(void)s;
-	n_stops++;
+	b->n_stops++;
 	log_info("SIG%s from pid %u: %s", sigabbrev_np((int)si->ssi_signo) ?: "?", si->ssi_pid,
-		 n_stops == 1 ? "graceful stop" : "stop now");
-	return feed_simple(b, ROLLOUT_STOP, n_stops > 1);
+		 b->n_stops == 1 ? "graceful stop" : "stop now");
+	if (b->n_stops > 1) {
+		(void)sd_event_source_set_enabled(b->stop_timer, SD_EVENT_OFF);
+		return feed_simple(b, ROLLOUT_STOP, true);
+	}
+	/* With nothing serving yet, nobody would empty the queues: go straight to the drain. */
+	if (b->cfg.stop_mode == CONFIG_STOP_IMMEDIATE || rollout_serving_gen(b->rollout) == 0) {
+		b->stop_begun = true;
+		return feed_simple(b, ROLLOUT_STOP, false);
+	}
+	stop_begin(b);
+	return 0;
 }
 
 static int on_sigchld(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata)
@@ -439,6 +540,11 @@ static int run(struct batond *b)
 	if (r < 0)
 		return log_error_errno(r, "create timer");
 	(void)sd_event_source_set_enabled(b->timer, SD_EVENT_OFF);
+	r = sd_event_add_time(b->event, &b->stop_timer, CLOCK_MONOTONIC, UINT64_MAX, 1000,
+			      on_stop_timer, b);
+	if (r < 0)
+		return log_error_errno(r, "create stop timer");
+	(void)sd_event_source_set_enabled(b->stop_timer, SD_EVENT_OFF);
 
 	if (b->cfg.pid_file) {
 		r = pid_file_write(b->cfg.pid_file);
@@ -469,6 +575,7 @@ static void batond_done(struct batond *b)
 	if (b->pid_file_written)
 		(void)unlink(b->cfg.pid_file);
 	b->timer = sd_event_source_unref(b->timer);
+	b->stop_timer = sd_event_source_unref(b->stop_timer);
 	b->notify_source = sd_event_source_unref(b->notify_source);
 	b->event = sd_event_unref(b->event);
 	close_fdp(&b->notify_fd);
