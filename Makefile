@@ -33,7 +33,7 @@ LDLIBS_CHK  = $(shell $(PKG_CONFIG) --libs check 2>/dev/null)
 CFLAGS_CHK  = $(shell $(PKG_CONFIG) --cflags check 2>/dev/null)
 
 PROTO_SRC	:= proto/duration.c
-SUPERVISOR_LIB	:= supervisor/config.c supervisor/listener.c supervisor/log.c \
+SUPERVISOR_LIB	:= supervisor/config.c supervisor/drain.c supervisor/listener.c supervisor/log.c \
 		   supervisor/notify.c supervisor/rollout.c supervisor/spawn.c
 UNIT_SRC	:= $(sort $(wildcard tests/unit/*.c))
 
