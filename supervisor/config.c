@@ -16,6 +16,11 @@
 #include "duration.h"
 #include "log.h"
 
+#ifndef BATON_LIBDIR
+#define BATON_LIBDIR "/usr/local/lib/baton"
+#endif
+#define PRELOAD_NAME "libbaton-preload.so"
+
 #ifndef BATON_VERSION
 #define BATON_VERSION "0.1.0"
 #endif
@@ -43,6 +48,10 @@ void config_help(FILE *f)
 		"      --stop-mode MODE         graceful (refuse new connections, serve what is\n"
 		"                               queued, then drain) or immediate (graceful)\n"
 		"      --stop-timeout DUR       limit on serving the queues at a stop (30s)\n"
+		"      --preload[=LIB]          preload libbaton-preload.so into workers, so that "
+		"a\n"
+		"                               server that binds its own sockets gets batond's\n"
+		"                               listeners (see batond(8))\n"
 		"      --pid-file PATH          write batond's pid to PATH, removed on exit\n"
 		"  -v, --verbose                log debug messages too\n"
 		"  -h, --help                   show this help and exit\n"
@@ -183,6 +192,39 @@ int config_find_executable(const char *name, const char *path, char *ret, size_t
 	return first_error;
 }
 
+int config_find_preload(const char *path, char *ret, size_t size)
+{
+	char self[PATH_MAX], buf[PATH_MAX];
+	ssize_t n;
+	int r;
+
+	if (path) {
+		if (access(path, R_OK) < 0)
+			return -errno;
+		/* ld.so resolves a name without '/' through its search path: make it exact. */
+		if (!realpath(path, buf))
+			return -errno;
+		if (strlen(buf) >= size)
+			return -ENAMETOOLONG;
+		strcpy(ret, buf);
+		return 0;
+	}
+	n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+	if (n > 0) {
+		char *slash;
+
+		self[n] = '\0';
+		slash = strrchr(self, '/');
+		if (slash) {
+			*slash = '\0';
+			r = snprintf(buf, sizeof(buf), "%s/%s", self, PRELOAD_NAME);
+			if (r > 0 && (size_t)r < sizeof(buf) && access(buf, R_OK) == 0)
+				return config_find_preload(buf, ret, size);
+		}
+	}
+	return config_find_preload(BATON_LIBDIR "/" PRELOAD_NAME, ret, size);
+}
+
 static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 static int usage_error(const char *fmt, ...)
@@ -209,6 +251,7 @@ int config_parse(int argc, char **argv, struct config *c)
 		OPT_PID_FILE,
 		OPT_STOP_MODE,
 		OPT_STOP_TIMEOUT,
+		OPT_PRELOAD,
 	};
 	static const struct option options[] = {
 		{ "listen", required_argument, NULL, 'l' },
@@ -222,6 +265,7 @@ int config_parse(int argc, char **argv, struct config *c)
 		{ "pid-file", required_argument, NULL, OPT_PID_FILE },
 		{ "stop-mode", required_argument, NULL, OPT_STOP_MODE },
 		{ "stop-timeout", required_argument, NULL, OPT_STOP_TIMEOUT },
+		{ "preload", optional_argument, NULL, OPT_PRELOAD },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
@@ -325,6 +369,12 @@ int config_parse(int argc, char **argv, struct config *c)
 				return usage_error("invalid --stop-timeout '%s': expected a "
 						   "duration such as 500ms, 30s or 2m",
 						   optarg);
+			break;
+		case OPT_PRELOAD:
+			r = config_find_preload(optarg, c->preload, sizeof(c->preload));
+			if (r < 0)
+				return log_error_errno(r, "preload library %s",
+						       optarg ? optarg : PRELOAD_NAME);
 			break;
 		case OPT_PID_FILE:
 			if (*optarg == '\0')

@@ -28,6 +28,7 @@ struct config {
 	enum config_stop_mode stop_mode;
 	uint64_t stop_timeout_usec; /* limit on emptying the queues at a graceful stop */
 	const char *pid_file;	    /* NULL: none */
+	char preload[4096];	    /* libbaton-preload.so for LD_PRELOAD, "" for none */
 	char exec_path[4096];	    /* argv[0] resolved through PATH */
 	char **argv;		    /* the worker command, pointing into main()'s argv */
 	int log_level;
@@ -55,5 +56,11 @@ int config_parse_ready(const char *s, enum rollout_ready_mode *ret_mode, uint64_
  * Returns 0 and writes it to ret (size bytes), or -ENOENT / -EACCES / -EISDIR / -ENAMETOOLONG.
  */
 int config_find_executable(const char *name, const char *path, char *ret, size_t size);
+
+/*
+ * Finds libbaton-preload.so: path if given, else beside the running batond, else in the
+ * installed library directory. Returns 0 and writes it to ret, or -ENOENT / -ENAMETOOLONG.
+ */
+int config_find_preload(const char *path, char *ret, size_t size);
 
 void config_help(FILE *f);

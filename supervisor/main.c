@@ -85,6 +85,7 @@ static void run_spawn(struct batond *b, const struct rollout_action *a)
 		.listeners = b->cfg.listeners,
 		.n_listeners = b->cfg.n_listeners,
 		.notify_socket = b->notify_address,
+		.preload = b->cfg.preload[0] ? b->cfg.preload : NULL,
 		.gen = a->gen,
 		.index = a->index,
 	};

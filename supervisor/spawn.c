@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -52,85 +53,99 @@ char **spawn_env_free(char **envp)
 	return NULL;
 }
 
-static int push(char **envp, size_t *n, char *s)
+static int pushf(char **envp, size_t *n, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+/* Appends one formatted "KEY=value" to envp (sized by the caller). */
+static int pushf(char **envp, size_t *n, const char *fmt, ...)
 {
-	if (!s)
+	va_list ap;
+	char *s;
+	int r;
+
+	va_start(ap, fmt);
+	r = vasprintf(&s, fmt, ap);
+	va_end(ap);
+	if (r < 0)
 		return -ENOMEM;
 	envp[(*n)++] = s;
 	return 0;
 }
 
-static char *names_join(const struct spawn_env *e)
+static int push_names(char **envp, size_t *n, const struct spawn_env *e)
 {
-	size_t len = 1;
+	size_t len = strlen("LISTEN_FDNAMES=") + 1;
 	char *s, *p;
 
 	for (size_t i = 0; i < e->n_listeners; i++)
 		len += strlen(e->listeners[i].name) + 1;
-	s = malloc(strlen("LISTEN_FDNAMES=") + len);
+	s = malloc(len);
 	if (!s)
-		return NULL;
+		return -ENOMEM;
 	p = stpcpy(s, "LISTEN_FDNAMES=");
 	for (size_t i = 0; i < e->n_listeners; i++) {
 		if (i > 0)
 			*p++ = ':';
 		p = stpcpy(p, e->listeners[i].name);
 	}
-	return s;
+	envp[(*n)++] = s;
+	return 0;
+}
+
+static void spawn_env_freep(char ***envp)
+{
+	*envp = spawn_env_free(*envp);
 }
 
 int spawn_env_build(char *const *base, const struct spawn_env *e, char ***ret_envp)
 {
+	_cleanup_(spawn_env_freep) char **envp = NULL;
+	const char *preload_base = NULL;
 	size_t n_base = 0, n = 0;
-	char **envp;
-	char *s;
 	int r;
 
 	if (e->n_listeners > SPAWN_MAX_FDS)
 		return -E2BIG;
 	while (base && base[n_base])
 		n_base++;
-	envp = calloc(n_base + 8, sizeof(char *));
+	/* calloc() keeps the array NULL-terminated after each push, so a partial one frees. */
+	envp = calloc(n_base + SPAWN_ENV_ADDED + 1, sizeof(char *));
 	if (!envp)
 		return -ENOMEM;
 	for (size_t i = 0; i < n_base; i++) {
 		if (dropped(base[i]))
 			continue;
-		r = push(envp, &n, strdup(base[i]));
-		if (r < 0)
-			goto fail;
+		if (e->preload && strncmp(base[i], "LD_PRELOAD=", strlen("LD_PRELOAD=")) == 0) {
+			preload_base = base[i] + strlen("LD_PRELOAD=");
+			continue;
+		}
+		envp[n] = strdup(base[i]);
+		if (!envp[n])
+			return -ENOMEM;
+		n++;
 	}
 
-	r = asprintf(&s, "LISTEN_FDS=%zu", e->n_listeners) < 0 ? -ENOMEM : push(envp, &n, s);
-	if (r < 0)
-		goto fail;
+	r = pushf(envp, &n, "LISTEN_FDS=%zu", e->n_listeners);
 	/* Filled in by the child, which alone knows its pid; padded so it never grows. */
-	r = asprintf(&s, LISTEN_PID_PREFIX "%*s", PID_DIGITS_MAX, "") < 0 ? -ENOMEM
-									  : push(envp, &n, s);
+	if (r >= 0)
+		r = pushf(envp, &n, LISTEN_PID_PREFIX "%*s", PID_DIGITS_MAX, "");
+	if (r >= 0)
+		r = push_names(envp, &n, e);
+	if (r >= 0 && e->notify_socket)
+		r = pushf(envp, &n, "NOTIFY_SOCKET=%s", e->notify_socket);
+	if (r >= 0)
+		r = pushf(envp, &n, "BATON_GENERATION=%u", e->gen);
+	if (r >= 0)
+		r = pushf(envp, &n, "BATON_WORKER=%u", e->index);
+	/* Ours first, then whatever the user preloads already. */
+	if (r >= 0 && e->preload)
+		r = preload_base && *preload_base
+			    ? pushf(envp, &n, "LD_PRELOAD=%s:%s", e->preload, preload_base)
+			    : pushf(envp, &n, "LD_PRELOAD=%s", e->preload);
 	if (r < 0)
-		goto fail;
-	r = push(envp, &n, names_join(e));
-	if (r < 0)
-		goto fail;
-	if (e->notify_socket) {
-		r = asprintf(&s, "NOTIFY_SOCKET=%s", e->notify_socket) < 0 ? -ENOMEM
-									   : push(envp, &n, s);
-		if (r < 0)
-			goto fail;
-	}
-	r = asprintf(&s, "BATON_GENERATION=%u", e->gen) < 0 ? -ENOMEM : push(envp, &n, s);
-	if (r < 0)
-		goto fail;
-	r = asprintf(&s, "BATON_WORKER=%u", e->index) < 0 ? -ENOMEM : push(envp, &n, s);
-	if (r < 0)
-		goto fail;
-	envp[n] = NULL;
-	*ret_envp = envp;
+		return r;
+	*ret_envp = TAKE_PTR(envp);
 	return 0;
-fail:
-	/* The array is NULL-terminated up to n by calloc(), so the free walk stops in time. */
-	spawn_env_free(envp);
-	return r;
 }
 
 /* Async-signal-safe: writes pid as decimal into the LISTEN_PID placeholder, NUL-terminated. */

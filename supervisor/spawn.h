@@ -14,15 +14,18 @@ struct spawn_env {
 	const struct listener *listeners; /* at fds 3.. in this order */
 	size_t n_listeners;
 	const char *notify_socket; /* NOTIFY_SOCKET value, or NULL */
+	const char *preload;	   /* library put first in LD_PRELOAD, or NULL */
 	unsigned gen, index;
 };
+
+#define SPAWN_ENV_ADDED 7 /* variables spawn_env_build() adds to the base environment */
 
 /*
  * Builds the environment of a worker: a copy of base (batond's environ) without variables that
  * describe batond's own inheritance (LISTEN_FDS, LISTEN_PID, LISTEN_FDNAMES, NOTIFY_SOCKET,
  * WATCHDOG_USEC, WATCHDOG_PID, FDSTORE, BATON_*), plus LISTEN_FDS,
  * LISTEN_PID (a placeholder the child fills with its own pid), LISTEN_FDNAMES, NOTIFY_SOCKET,
- * BATON_GENERATION and BATON_WORKER. Returns 0 with a NULL-terminated array the caller frees with
+ * BATON_GENERATION, BATON_WORKER and, with e->preload, LD_PRELOAD. Returns 0 with a NULL-terminated array the caller frees with
  * spawn_env_free(), or -ENOMEM / -E2BIG.
  */
 int spawn_env_build(char *const *base, const struct spawn_env *e, char ***ret_envp);
