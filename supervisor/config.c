@@ -298,6 +298,18 @@ int config_parse(int argc, char **argv, struct config *c)
 						   CONFIG_MAX_LISTENERS);
 			l = &c->listeners[c->n_listeners];
 			r = listener_parse(optarg, (unsigned)c->n_listeners, l);
+			if (r == -EINVAL)
+				return usage_error(
+					"invalid listen address '%s': expected [NAME=]HOST:PORT, "
+					"[V6ADDR]:PORT, tcp://, udp://, unix:/path or "
+					"unix:@name",
+					optarg);
+			if (r == -ERANGE) {
+				(void)usage_error("invalid listen address '%s': port out of range "
+						  "(0 to 65535)",
+						  optarg);
+				return r;
+			}
 			if (r < 0)
 				return log_error_errno(r, "invalid listen address '%s'", optarg);
 			for (size_t i = 0; i < c->n_listeners; i++)
