@@ -32,8 +32,9 @@ CFLAGS_SD   = $(shell $(PKG_CONFIG) --cflags libsystemd 2>/dev/null)
 LDLIBS_CHK  = $(shell $(PKG_CONFIG) --libs check 2>/dev/null)
 CFLAGS_CHK  = $(shell $(PKG_CONFIG) --cflags check 2>/dev/null)
 
-PROTO_SRC	:= proto/duration.c
+PROTO_SRC	:= proto/duration.c proto/fdpass.c proto/proto.c
 SUPERVISOR_LIB	:= supervisor/config.c supervisor/drain.c supervisor/listener.c supervisor/log.c \
+		   supervisor/sysd.c \
 		   supervisor/notify.c supervisor/rollout.c supervisor/spawn.c
 UNIT_SRC	:= $(sort $(wildcard tests/unit/*.c))
 

@@ -52,6 +52,9 @@ void config_help(FILE *f)
 		"a\n"
 		"                               server that binds its own sockets gets batond's\n"
 		"                               listeners (see batond(8))\n"
+		"      --fdstore                push the listeners to systemd's fd store "
+		"(automatic\n"
+		"                               when $FDSTORE is set)\n"
 		"      --pid-file PATH          write batond's pid to PATH, removed on exit\n"
 		"  -v, --verbose                log debug messages too\n"
 		"  -h, --help                   show this help and exit\n"
@@ -252,6 +255,7 @@ int config_parse(int argc, char **argv, struct config *c)
 		OPT_STOP_MODE,
 		OPT_STOP_TIMEOUT,
 		OPT_PRELOAD,
+		OPT_FDSTORE,
 	};
 	static const struct option options[] = {
 		{ "listen", required_argument, NULL, 'l' },
@@ -266,6 +270,7 @@ int config_parse(int argc, char **argv, struct config *c)
 		{ "stop-mode", required_argument, NULL, OPT_STOP_MODE },
 		{ "stop-timeout", required_argument, NULL, OPT_STOP_TIMEOUT },
 		{ "preload", optional_argument, NULL, OPT_PRELOAD },
+		{ "fdstore", no_argument, NULL, OPT_FDSTORE },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
@@ -388,6 +393,9 @@ int config_parse(int argc, char **argv, struct config *c)
 				return log_error_errno(r, "preload library %s",
 						       optarg ? optarg : PRELOAD_NAME);
 			break;
+		case OPT_FDSTORE:
+			c->fdstore = true;
+			break;
 		case OPT_PID_FILE:
 			if (*optarg == '\0')
 				return usage_error("invalid --pid-file '%s': empty path", optarg);
@@ -409,7 +417,8 @@ int config_parse(int argc, char **argv, struct config *c)
 		}
 	}
 
-	if (c->n_listeners == 0)
+	/* Sockets from systemd (LISTEN_FDS) may be all there is; sysd_inherit() takes them. */
+	if (c->n_listeners == 0 && !getenv("LISTEN_FDS"))
 		return usage_error("no listener: give at least one --listen ADDRESS");
 	if (optind >= argc)
 		return usage_error("no worker command: batond [OPTIONS] -- COMMAND [ARG]...");

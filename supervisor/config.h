@@ -2,6 +2,7 @@
 /* config.h - batond's command line, parsed and validated before anything is bound or spawned. */
 #pragma once
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 
@@ -32,6 +33,7 @@ struct config {
 	char exec_path[4096];	    /* argv[0] resolved through PATH */
 	char **argv;		    /* the worker command, pointing into main()'s argv */
 	int log_level;
+	bool fdstore; /* --fdstore: push listeners to the manager's store without $FDSTORE */
 };
 
 enum {

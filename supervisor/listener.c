@@ -341,3 +341,59 @@ void listener_close(struct listener *l)
 	close_fdp(&l->fd);
 	l->fd = -1;
 }
+
+int listener_from_fd(int fd, const char *name, struct listener *ret)
+{
+	struct listener l = { .fd = fd, .inherited = true };
+	int type = 0, listening = 0;
+	socklen_t len = sizeof(type);
+
+	if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) < 0)
+		return errno == ENOTSOCK ? -ENOTSOCK : -errno;
+	len = sizeof(listening);
+	if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &len) < 0)
+		return -errno;
+	len = sizeof(l.addr);
+	if (getsockname(fd, &l.addr.sa, &len) < 0)
+		return -errno;
+	l.addr_len = len;
+	if (l.addr.sa.sa_family == AF_UNIX && type == SOCK_STREAM && listening)
+		l.kind = LISTENER_UNIX;
+	else if ((l.addr.sa.sa_family == AF_INET || l.addr.sa.sa_family == AF_INET6) &&
+		 type == SOCK_STREAM && listening)
+		l.kind = LISTENER_TCP;
+	else if ((l.addr.sa.sa_family == AF_INET || l.addr.sa.sa_family == AF_INET6) &&
+		 type == SOCK_DGRAM)
+		l.kind = LISTENER_UDP;
+	else
+		return -EPROTONOSUPPORT;
+	if (strlen(name) > LISTENER_NAME_MAX)
+		return -ENAMETOOLONG;
+	strcpy(l.name, name);
+	listener_format(l.kind, &l.addr, l.addr_len, l.spec, sizeof(l.spec));
+	*ret = l;
+	return 0;
+}
+
+bool listener_same_address(const struct listener *a, const struct listener *b, bool any_port)
+{
+	if (a->kind != b->kind || a->addr.sa.sa_family != b->addr.sa.sa_family)
+		return false;
+	switch (a->addr.sa.sa_family) {
+	case AF_INET:
+		return a->addr.in.sin_addr.s_addr == b->addr.in.sin_addr.s_addr &&
+		       ((any_port && a->addr.in.sin_port == 0) ||
+			a->addr.in.sin_port == b->addr.in.sin_port);
+	case AF_INET6:
+		return memcmp(&a->addr.in6.sin6_addr, &b->addr.in6.sin6_addr,
+			      sizeof(a->addr.in6.sin6_addr)) == 0 &&
+		       (a->addr.in6.sin6_port == 0 ||
+			a->addr.in6.sin6_port == b->addr.in6.sin6_port);
+	case AF_UNIX:
+		return a->addr_len == b->addr_len &&
+		       memcmp(a->addr.un.sun_path, b->addr.un.sun_path,
+			      a->addr_len - offsetof(struct sockaddr_un, sun_path)) == 0;
+	default:
+		return false;
+	}
+}

@@ -35,6 +35,7 @@ struct listener {
 	socklen_t addr_len;
 	int fd;		/* -1 until bound */
 	bool owns_path; /* we created the Unix socket file and remove it at the final close */
+	bool inherited; /* came from LISTEN_FDS (systemd), not bound by us */
 	dev_t path_dev; /* identity of that file, so we never unlink someone else's */
 	ino_t path_ino;
 };
@@ -59,6 +60,16 @@ bool listener_name_is_valid(const char *name);
  * port the kernel chose. Returns 0 with l->fd set, or a negative errno with nothing left open.
  */
 int listener_bind(struct listener *l, int backlog);
+
+/*
+ * Describes an inherited socket fd (a TCP or UDP socket, or a Unix stream socket) as a listener
+ * named name: kind and address from the socket itself. Returns 0 and fills *ret (owning fd on
+ * success only), -ENOTSOCK, or -EPROTONOSUPPORT for any other kind of socket.
+ */
+int listener_from_fd(int fd, const char *name, struct listener *ret);
+
+/* True if a names the same socket address as b; with any_port, port 0 in a matches any port. */
+bool listener_same_address(const struct listener *a, const struct listener *b, bool any_port);
 
 /* Closes the listener and removes its Unix socket file if we created it. Safe to call twice. */
 void listener_close(struct listener *l);

@@ -23,6 +23,7 @@
 #include "notify.h"
 #include "rollout.h"
 #include "spawn.h"
+#include "sysd.h"
 
 extern char **environ;
 
@@ -116,6 +117,38 @@ static void run_spawn(struct batond *b, const struct rollout_action *a)
 	enqueue(b, &ev);
 }
 
+/* What systemd hears (Type=notify and notify-reload): READY, RELOADING, STATUS, fd store. */
+static void tell_manager(struct batond *b, const struct rollout_action *a, const char *line)
+{
+	switch (a->report) {
+	case ROLLOUT_GEN_STARTING:
+		if (a->reload)
+			sysd_notify("RELOADING=1\nMONOTONIC_USEC=%" PRIu64
+				    "\nSTATUS=generation %u: starting %u workers",
+				    now_usec(), a->gen, a->count);
+		break;
+	case ROLLOUT_GEN_READY:
+		sysd_notify("READY=1\nSTATUS=generation %u: %u/%u workers ready; %s", a->gen,
+			    a->count, a->count, a->reload ? "last reload ok" : "serving");
+		if (!a->reload && sysd_fdstore_enabled(&b->cfg))
+			(void)sysd_fdstore_push(&b->cfg);
+		break;
+	case ROLLOUT_RELOAD_FAILED:
+		if (a->reason != ROLLOUT_REASON_STOPPED)
+			sysd_notify("READY=1\nSTATUS=generation %u: serving; %s",
+				    rollout_serving_gen(b->rollout), line);
+		break;
+	case ROLLOUT_START_FAILED:
+		sysd_notify("STATUS=%s", line);
+		break;
+	case ROLLOUT_STOPPING:
+		sysd_notify("STOPPING=1\nSTATUS=stopping: draining workers");
+		break;
+	default:
+		break;
+	}
+}
+
 static void run_action(struct batond *b, const struct rollout_action *a)
 {
 	char line[512];
@@ -158,6 +191,7 @@ static void run_action(struct batond *b, const struct rollout_action *a)
 	case ROLLOUT_DO_REPORT:
 		level = rollout_describe(a, line, sizeof(line));
 		log_full(level, "%s", line);
+		tell_manager(b, a, line);
 		break;
 	case ROLLOUT_DO_EXIT:
 		b->exit_code = a->exit_code;
@@ -307,8 +341,13 @@ static int on_sigterm(sd_event_source *s, const struct signalfd_siginfo *si, voi
 		(void)sd_event_source_set_enabled(b->stop_timer, SD_EVENT_OFF);
 		return feed_simple(b, ROLLOUT_STOP, true);
 	}
-	/* With nothing serving yet, nobody would empty the queues: go straight to the drain. */
-	if (b->cfg.stop_mode == CONFIG_STOP_IMMEDIATE || rollout_serving_gen(b->rollout) == 0) {
+	/*
+	 * With nothing serving yet, nobody would empty the queues: go straight to the drain. With
+	 * the fd store, the manager keeps a reference: closing ours resets nothing, and a filter
+	 * or an unlinked path would follow the socket into the next batond.
+	 */
+	if (b->cfg.stop_mode == CONFIG_STOP_IMMEDIATE || rollout_serving_gen(b->rollout) == 0 ||
+	    sysd_fdstore_enabled(&b->cfg)) {
 		b->stop_begun = true;
 		return feed_simple(b, ROLLOUT_STOP, false);
 	}
@@ -509,12 +548,24 @@ static int bind_all(struct batond *b)
 {
 	for (size_t i = 0; i < b->cfg.n_listeners; i++) {
 		struct listener *l = &b->cfg.listeners[i];
-		int r = listener_bind(l, b->cfg.backlog);
+		int r;
 
+		if (l->fd >= 0) {
+			/* Inherited: a filter left by an earlier stop would drop every new SYN. */
+			if (l->kind != LISTENER_UNIX)
+				(void)setsockopt(l->fd, SOL_SOCKET, SO_DETACH_FILTER, NULL, 0);
+			b->listen_fds[i] = l->fd;
+			continue;
+		}
+		r = listener_bind(l, b->cfg.backlog);
 		if (r < 0)
 			return log_error_errno(r, "listen %s", l->spec);
 		b->listen_fds[i] = l->fd;
 		log_info("listening on %s (%s)", l->spec, l->name);
+	}
+	if (b->cfg.n_listeners == 0) {
+		log_error("no listener: give at least one --listen ADDRESS");
+		return -EINVAL;
 	}
 	return 0;
 }
@@ -533,6 +584,10 @@ static int run(struct batond *b)
 	r = setup_signals(b);
 	if (r < 0)
 		return log_error_errno(r, "set up signal handling");
+	/* WATCHDOG=1 at half of WATCHDOG_USEC, from the loop itself: only while it runs. */
+	r = sd_event_set_watchdog(b->event, 1);
+	if (r < 0)
+		log_warning_errno(r, "enable the service watchdog, ignoring");
 	r = sd_event_add_io(b->event, &b->notify_source, b->notify_fd, EPOLLIN, on_notify, b);
 	if (r < 0)
 		return log_error_errno(r, "watch notify socket %s", b->notify_address);
@@ -618,6 +673,11 @@ int main(int argc, char **argv)
 	if (prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) < 0)
 		log_warning_errno(-errno, "become child subreaper, ignoring");
 
+	r = sysd_inherit(&b.cfg);
+	if (r < 0) {
+		batond_done(&b);
+		return 2;
+	}
 	/* An address that cannot be bound is a configuration error: exit 2, nothing spawned. */
 	r = bind_all(&b);
 	if (r < 0) {

@@ -69,7 +69,7 @@ def wait_for(pred, what, timeout=DEADLINE):
 class Batond:
     """One batond process with its stderr captured line by line."""
 
-    def __init__(self, args, command, env=None, log_path=None):
+    def __init__(self, args, command, env=None, prefix=(), preexec_fn=None, pass_fds=()):
         self.lines = []
         self.cond = threading.Condition()
         e = dict(os.environ)
@@ -77,10 +77,11 @@ class Batond:
         e.pop("LISTEN_FDS", None)
         if env:
             e.update(env)
+        # prefix: a launcher that execs batond in place (same pid), e.g. systemd-socket-activate.
         self.proc = subprocess.Popen(
-            [bin_path("batond")] + args + ["--"] + command,
+            list(prefix) + [bin_path("batond")] + args + ["--"] + command,
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-            env=e, text=True, errors="replace")
+            env=e, text=True, errors="replace", preexec_fn=preexec_fn, pass_fds=pass_fds)
         self.pid = self.proc.pid
         self.known = set()
         self.reader = threading.Thread(target=self._read, daemon=True)

@@ -24,7 +24,8 @@ def main():
         if name.startswith("test_") and name.endswith(".py"):
             mod = importlib.import_module(name[:-3])
             for attr in sorted(vars(mod)):
-                if attr.startswith("test_") and callable(getattr(mod, attr)) and args.only in attr:
+                if (attr.startswith("test_") and callable(getattr(mod, attr)) and
+                        args.only in f"{name[:-3]}.{attr}"):
                     tests.append((f"{name[:-3]}.{attr}", getattr(mod, attr)))
 
     passed = failed = 0
