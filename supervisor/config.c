@@ -15,6 +15,7 @@
 
 #include "duration.h"
 #include "log.h"
+#include "upgrade.h"
 
 #ifndef BATON_LIBDIR
 #define BATON_LIBDIR "/usr/local/lib/baton"
@@ -256,6 +257,7 @@ int config_parse(int argc, char **argv, struct config *c)
 		OPT_STOP_TIMEOUT,
 		OPT_PRELOAD,
 		OPT_FDSTORE,
+		OPT_UPGRADE_CHECK,
 	};
 	static const struct option options[] = {
 		{ "listen", required_argument, NULL, 'l' },
@@ -271,11 +273,13 @@ int config_parse(int argc, char **argv, struct config *c)
 		{ "stop-timeout", required_argument, NULL, OPT_STOP_TIMEOUT },
 		{ "preload", optional_argument, NULL, OPT_PRELOAD },
 		{ "fdstore", no_argument, NULL, OPT_FDSTORE },
+		{ UPGRADE_CHECK_OPTION + 2, no_argument, NULL, OPT_UPGRADE_CHECK },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
 		{ 0 },
 	};
+	bool upgrade_check = false;
 	unsigned u;
 	int opt, r;
 
@@ -393,6 +397,9 @@ int config_parse(int argc, char **argv, struct config *c)
 				return log_error_errno(r, "preload library %s",
 						       optarg ? optarg : PRELOAD_NAME);
 			break;
+		case OPT_UPGRADE_CHECK:
+			upgrade_check = true;
+			break;
 		case OPT_FDSTORE:
 			c->fdstore = true;
 			break;
@@ -428,5 +435,10 @@ int config_parse(int argc, char **argv, struct config *c)
 	r = config_find_executable(c->argv[0], getenv("PATH"), c->exec_path, sizeof(c->exec_path));
 	if (r < 0)
 		return log_error_errno(r, "worker command '%s'", c->argv[0]);
+	if (upgrade_check) {
+		/* The running batond asks before it execs us: can we take over its state? */
+		(void)printf("baton-upgrade-ok %d\n", UPGRADE_STATE_VERSION);
+		return CONFIG_EXIT;
+	}
 	return CONFIG_RUN;
 }

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -24,6 +25,7 @@
 #include "rollout.h"
 #include "spawn.h"
 #include "sysd.h"
+#include "upgrade.h"
 
 extern char **environ;
 
@@ -58,7 +60,14 @@ struct batond {
 	bool stop_begun;
 	sd_event_source *stop_timer;
 	uint64_t stop_started_usec, stop_deadline_usec;
+
+	/* Self-upgrade: the binary on disk and the command line to exec it with again. */
+	char self_path[4096];
+	char **argv;
+	bool adopted; /* this image took over from an older one */
 };
+
+#define UPGRADE_CHECK_USEC (10 * 1000 * 1000) /* limit on the new binary's preflight answer */
 
 #define STOP_POLL_USEC (20 * 1000) /* 20 ms between looks at the queues while they empty */
 
@@ -503,9 +512,310 @@ static int pid_file_write(const char *path)
 	return 0;
 }
 
+/*
+ * Runs "NEW --upgrade-check ARGS..." and reads its answer: the new binary must parse our command
+ * line and speak our state version before we exec it. Blocks for at most UPGRADE_CHECK_USEC.
+ */
+static int upgrade_preflight(struct batond *b)
+{
+	_cleanup_close_ int rd = -1;
+	char expect[64], answer[64] = "";
+	size_t argc = 0, got = 0;
+	_cleanup_free_ char **argv = NULL;
+	int p[2], status, r;
+	uint64_t deadline = now_usec() + UPGRADE_CHECK_USEC;
+	pid_t pid;
+
+	while (b->argv[argc])
+		argc++;
+	argv = calloc(argc + 2, sizeof(char *));
+	if (!argv)
+		return -ENOMEM;
+	argv[0] = b->argv[0];
+	argv[1] = (char *)UPGRADE_CHECK_OPTION;
+	for (size_t i = 1; i < argc; i++)
+		argv[i + 1] = b->argv[i];
+	if (pipe2(p, O_CLOEXEC) < 0)
+		return -errno;
+	rd = p[0];
+	pid = fork();
+	if (pid < 0) {
+		r = -errno;
+		(void)close(p[1]);
+		return r;
+	}
+	if (pid == 0) {
+		sigset_t none;
+
+		(void)sigemptyset(&none);
+		(void)sigprocmask(SIG_SETMASK, &none, NULL);
+		if (dup2(p[1], 1) < 0)
+			_exit(127);
+		(void)execve(b->self_path, argv, environ);
+		_exit(127);
+	}
+	(void)close(p[1]);
+	while (got < sizeof(answer) - 1) {
+		struct pollfd pfd = { .fd = rd, .events = POLLIN };
+		uint64_t now = now_usec();
+		ssize_t n;
+
+		if (now >= deadline)
+			break;
+		r = poll(&pfd, 1, (int)((deadline - now) / 1000) + 1);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0)
+			break;
+		n = read(rd, answer + got, sizeof(answer) - 1 - got);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		got += (size_t)n;
+	}
+	answer[got] = '\0';
+	(void)kill(pid, SIGKILL);
+	while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+		;
+	(void)snprintf(expect, sizeof(expect), "baton-upgrade-ok %d\n", UPGRADE_STATE_VERSION);
+	if (strcmp(answer, expect) != 0) {
+		log_error("upgrade %s: the new binary answered '%.*s' to %s, expected '%.*s'",
+			  b->self_path, (int)strcspn(answer, "\n"), answer, UPGRADE_CHECK_OPTION,
+			  (int)strcspn(expect, "\n"), expect);
+		return -EPROTO;
+	}
+	return 0;
+}
+
+static int fd_set_cloexec(int fd, bool on)
+{
+	int flags = fcntl(fd, F_GETFD);
+
+	if (flags < 0)
+		return -errno;
+	if (fcntl(fd, F_SETFD, on ? flags | FD_CLOEXEC : flags & ~FD_CLOEXEC) < 0)
+		return -errno;
+	return 0;
+}
+
+/* Everything the new image must keep open, CLOEXEC or not. */
+static int upgrade_keep_fds(struct batond *b, int state_fd, int fallback_fd, bool keep)
+{
+	int r = 0;
+
+	for (size_t i = 0; i < b->cfg.n_listeners && r >= 0; i++)
+		r = fd_set_cloexec(b->cfg.listeners[i].fd, !keep);
+	if (r >= 0)
+		r = fd_set_cloexec(b->notify_fd, !keep);
+	if (r >= 0 && state_fd >= 0)
+		r = fd_set_cloexec(state_fd, !keep);
+	if (r >= 0 && fallback_fd >= 0)
+		r = fd_set_cloexec(fallback_fd, !keep);
+	return r;
+}
+
+static int upgrade_snapshot(struct batond *b, struct upgrade_state *st)
+{
+	unsigned serving = rollout_serving_gen(b->rollout);
+
+	st->next_gen = 0;
+	st->notify_fd = b->notify_fd;
+	memcpy(st->notify_address, b->notify_address, sizeof(st->notify_address));
+	for (size_t i = 0; i < b->cfg.n_listeners; i++) {
+		const struct listener *l = &b->cfg.listeners[i];
+
+		st->listeners[i] = (struct upgrade_listener){
+			.fd = l->fd,
+			.owns_path = l->owns_path,
+			.path_dev = l->path_dev,
+			.path_ino = l->path_ino,
+		};
+		memcpy(st->listeners[i].name, l->name, sizeof(st->listeners[i].name));
+	}
+	st->n_listeners = b->cfg.n_listeners;
+	for (unsigned i = 0; i < ROLLOUT_MAX_RECORDS; i++) {
+		const struct rollout_worker *w = rollout_worker_at(b->rollout, i);
+
+		if (w->state == ROLLOUT_W_FREE)
+			continue;
+		if (w->gen >= st->next_gen)
+			st->next_gen = w->gen + 1;
+		st->workers[st->n_workers++] = (struct upgrade_worker){
+			.w = *w,
+			.serving = w->gen == serving,
+		};
+	}
+	return 0;
+}
+
+/* SIGUSR2: exec the binary on disk in place, handing it the listeners and the workers. */
+static void batond_upgrade(struct batond *b)
+{
+	_cleanup_free_ struct upgrade_state *st = NULL;
+	_cleanup_free_ char *text = NULL;
+	_cleanup_close_ int state_fd = -1, fallback_fd = -1;
+	char num[16];
+	int n, r;
+
+	if (rollout_starting_gen(b->rollout) || b->stop_begun) {
+		log_warning("upgrade: refused while a generation starts or batond stops; "
+			    "send SIGUSR2 again later");
+		return;
+	}
+	r = upgrade_preflight(b);
+	if (r < 0) {
+		if (r != -EPROTO) /* the preflight said what was wrong */
+			log_error_errno(r, "upgrade %s: preflight", b->self_path);
+		log_error("upgrade %s: refused; this batond keeps serving", b->self_path);
+		return;
+	}
+	st = calloc(1, sizeof(*st));
+	text = malloc(UPGRADE_STATE_MAX);
+	if (!st || !text) {
+		log_error_errno(-ENOMEM, "upgrade: snapshot");
+		return;
+	}
+	(void)upgrade_snapshot(b, st);
+	n = upgrade_state_format(st, text, UPGRADE_STATE_MAX);
+	if (n < 0) {
+		log_error_errno(n, "upgrade: write state");
+		return;
+	}
+	state_fd = upgrade_state_seal(text, (size_t)n);
+	if (state_fd < 0) {
+		log_error_errno(state_fd, "upgrade: seal state");
+		return;
+	}
+	/* The running image, kept by fd: a new one that cannot read the state execs it back. */
+	fallback_fd = open("/proc/self/exe", O_RDONLY | O_CLOEXEC);
+	r = upgrade_keep_fds(b, state_fd, fallback_fd, true);
+	if (r < 0) {
+		log_error_errno(r, "upgrade: keep fds across exec");
+		(void)upgrade_keep_fds(b, state_fd, fallback_fd, false);
+		return;
+	}
+	(void)snprintf(num, sizeof(num), "%d", state_fd);
+	(void)setenv(UPGRADE_ENV_STATE, num, 1);
+	if (fallback_fd >= 0) {
+		(void)snprintf(num, sizeof(num), "%d", fallback_fd);
+		(void)setenv(UPGRADE_ENV_FALLBACK, num, 1);
+	}
+	log_notice("upgrade: executing %s with %zu listeners and %zu workers", b->self_path,
+		   st->n_listeners, st->n_workers);
+	/* Signals stay blocked and pending across execve(): no SIGCHLD is lost meanwhile. */
+	(void)execve(b->self_path, b->argv, environ);
+	r = -errno;
+	(void)unsetenv(UPGRADE_ENV_STATE);
+	(void)unsetenv(UPGRADE_ENV_FALLBACK);
+	(void)upgrade_keep_fds(b, state_fd, fallback_fd, false);
+	log_error_errno(r, "upgrade: exec %s: this batond keeps serving", b->self_path);
+}
+
+static int on_sigusr2(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata)
+{
+	(void)s;
+	log_info("SIGUSR2 from pid %u: upgrade", si->ssi_pid);
+	batond_upgrade(userdata);
+	return 0;
+}
+
+/* On a failed takeover, the old image runs again with the same state; it knows the format. */
+static void upgrade_fall_back(struct batond *b)
+{
+	const char *e = getenv(UPGRADE_ENV_FALLBACK);
+	int fd = e ? atoi(e) : -1;
+
+	if (fd < 0)
+		return;
+	(void)unsetenv(UPGRADE_ENV_FALLBACK);
+	log_error("upgrade: falling back to the previous batond image");
+	(void)fexecve(fd, b->argv, environ);
+	log_error_errno(-errno, "upgrade: exec the previous image");
+}
+
+/*
+ * The new image's side: takes the listeners, the notify socket and the workers of the old one.
+ * Returns 1 if there was an upgrade to take over, 0 if not, or a negative errno.
+ */
+static int upgrade_take_over(struct batond *b)
+{
+	_cleanup_free_ struct upgrade_state *st = NULL;
+	_cleanup_free_ char *text = NULL;
+	const char *e = getenv(UPGRADE_ENV_STATE);
+	const char *f = getenv(UPGRADE_ENV_FALLBACK);
+	int state_fd, n, r;
+
+	if (!e)
+		return 0;
+	state_fd = atoi(e);
+	(void)unsetenv(UPGRADE_ENV_STATE);
+	st = calloc(1, sizeof(*st));
+	text = malloc(UPGRADE_STATE_MAX);
+	if (!st || !text)
+		return -ENOMEM;
+	n = upgrade_state_read(state_fd, text, UPGRADE_STATE_MAX);
+	(void)close(state_fd);
+	if (n < 0)
+		return log_error_errno(n, "upgrade: read state fd %d", state_fd);
+	r = upgrade_state_parse(text, (size_t)n, st);
+	if (r < 0)
+		return log_error_errno(r, "upgrade: parse state");
+
+	b->notify_fd = st->notify_fd;
+	memcpy(b->notify_address, st->notify_address, sizeof(b->notify_address));
+	(void)fd_set_cloexec(b->notify_fd, true);
+	for (size_t i = 0; i < st->n_listeners; i++) {
+		const struct upgrade_listener *u = &st->listeners[i];
+		bool used = false;
+
+		(void)fd_set_cloexec(u->fd, true);
+		for (size_t j = 0; j < b->cfg.n_listeners && !used; j++) {
+			struct listener *l = &b->cfg.listeners[j];
+
+			if (l->fd >= 0 || strcmp(l->name, u->name) != 0)
+				continue;
+			r = listener_from_fd(u->fd, l->name, l);
+			if (r < 0)
+				return log_error_errno(r, "upgrade: listener %s (fd %d)", u->name,
+						       u->fd);
+			l->inherited = false;
+			l->owns_path = u->owns_path;
+			l->path_dev = u->path_dev;
+			l->path_ino = u->path_ino;
+			used = true;
+		}
+		if (!used && b->cfg.n_listeners < CONFIG_MAX_LISTENERS) {
+			/* Inherited from systemd by the old image: keep handing it on. */
+			struct listener *l = &b->cfg.listeners[b->cfg.n_listeners];
+
+			r = listener_from_fd(u->fd, u->name, l);
+			if (r < 0)
+				return log_error_errno(r, "upgrade: listener %s (fd %d)", u->name,
+						       u->fd);
+			b->cfg.n_listeners++;
+		}
+	}
+	for (size_t i = 0; i < st->n_workers; i++) {
+		r = rollout_adopt(b->rollout, &st->workers[i].w, st->workers[i].serving);
+		if (r < 0)
+			return log_error_errno(r, "upgrade: adopt worker pid %d",
+					       st->workers[i].w.pid);
+	}
+	rollout_adopt_done(b->rollout, st->next_gen);
+	if (f) {
+		(void)close(atoi(f));
+		(void)unsetenv(UPGRADE_ENV_FALLBACK);
+	}
+	b->adopted = true;
+	log_notice("upgrade: took over %zu listeners and %zu workers (serving generation %u)",
+		   st->n_listeners, st->n_workers, rollout_serving_gen(b->rollout));
+	return 1;
+}
+
 static int setup_signals(struct batond *b)
 {
-	static const int sigs[] = { SIGHUP, SIGTERM, SIGINT, SIGCHLD };
+	static const int sigs[] = { SIGHUP, SIGTERM, SIGINT, SIGCHLD, SIGUSR2 };
 	sigset_t mask;
 	int r;
 
@@ -525,6 +835,8 @@ static int setup_signals(struct batond *b)
 		r = sd_event_add_signal(b->event, NULL, SIGINT, on_sigterm, b);
 	if (r >= 0)
 		r = sd_event_add_signal(b->event, NULL, SIGCHLD, on_sigchld, b);
+	if (r >= 0)
+		r = sd_event_add_signal(b->event, NULL, SIGUSR2, on_sigusr2, b);
 	return r;
 }
 
@@ -574,9 +886,11 @@ static int run(struct batond *b)
 {
 	int r;
 
-	b->notify_fd = notify_open(b->notify_address);
-	if (b->notify_fd < 0)
-		return log_error_errno(b->notify_fd, "open notify socket");
+	if (!b->adopted) {
+		b->notify_fd = notify_open(b->notify_address);
+		if (b->notify_fd < 0)
+			return log_error_errno(b->notify_fd, "open notify socket");
+	}
 
 	r = sd_event_new(&b->event);
 	if (r < 0)
@@ -609,10 +923,17 @@ static int run(struct batond *b)
 		b->pid_file_written = true;
 	}
 
-	log_info("batond %d: %u worker%s of %s, notify socket %s", (int)getpid(),
-		 b->cfg.rollout.n_workers, b->cfg.rollout.n_workers == 1 ? "" : "s",
-		 b->cfg.exec_path, b->notify_address);
-	(void)feed_simple(b, ROLLOUT_START, false);
+	log_info("batond %d%s: %u worker%s of %s, notify socket %s", (int)getpid(),
+		 b->adopted ? " (upgraded)" : "", b->cfg.rollout.n_workers,
+		 b->cfg.rollout.n_workers == 1 ? "" : "s", b->cfg.exec_path, b->notify_address);
+	if (b->adopted) {
+		/* Arms the deadlines the workers brought along; the reaper catches up on exits. */
+		(void)feed_simple(b, ROLLOUT_TIMER, false);
+		sysd_notify("MAINPID=%d\nREADY=1\nSTATUS=generation %u: serving; upgraded",
+			    (int)getpid(), rollout_serving_gen(b->rollout));
+	} else {
+		(void)feed_simple(b, ROLLOUT_START, false);
+	}
 
 	r = sd_event_loop(b->event);
 	if (r < 0) {
@@ -673,6 +994,16 @@ int main(int argc, char **argv)
 	if (prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) < 0)
 		log_warning_errno(-errno, "become child subreaper, ignoring");
 
+	b.argv = argv;
+	if (readlink("/proc/self/exe", b.self_path, sizeof(b.self_path) - 1) < 0)
+		log_warning_errno(-errno, "find own binary: upgrades will fail");
+	r = upgrade_take_over(&b);
+	if (r < 0) {
+		/* Never leave the workers unsupervised: hand back to the image that ran them. */
+		upgrade_fall_back(&b);
+		batond_done(&b);
+		return 1;
+	}
 	r = sysd_inherit(&b.cfg);
 	if (r < 0) {
 		batond_done(&b);

@@ -800,6 +800,58 @@ int rollout_step(struct rollout *r, const struct rollout_event *ev,
 	return 0;
 }
 
+int rollout_adopt(struct rollout *r, const struct rollout_worker *w, bool serving_gen)
+{
+	struct gen *g = NULL;
+
+	if (r->started || w->gen == 0 || w->index >= r->cfg.n_workers || w->pid <= 0 ||
+	    w->pgid <= 0)
+		return -EINVAL;
+	if (w->state != ROLLOUT_W_STARTING && w->state != ROLLOUT_W_READY &&
+	    w->state != ROLLOUT_W_DRAINING && w->state != ROLLOUT_W_KILLED)
+		return -EINVAL;
+	for (size_t i = 0; i < ROLLOUT_MAX_GENERATIONS && !g; i++)
+		if (r->gens[i].state != G_FREE && r->gens[i].id == w->gen)
+			g = &r->gens[i];
+	if (!g) {
+		if (serving_gen && r->serving >= 0)
+			return -EINVAL;
+		for (size_t i = 0; i < ROLLOUT_MAX_GENERATIONS && !g; i++)
+			if (r->gens[i].state == G_FREE)
+				g = &r->gens[i];
+		if (!g)
+			return -E2BIG;
+		*g = (struct gen){
+			.state = serving_gen ? G_SERVING : G_DRAINING,
+			.id = w->gen,
+			.n_launched = r->cfg.n_workers,
+		};
+		for (unsigned i = 0; i < ROLLOUT_MAX_WORKERS; i++)
+			g->backoff_usec[i] = ROLLOUT_BACKOFF_MIN_USEC;
+		if (serving_gen)
+			r->serving = gen_index(r, g);
+	} else if ((g->state == G_SERVING) != serving_gen) {
+		return -EINVAL;
+	}
+	for (unsigned i = 0; i < ROLLOUT_MAX_RECORDS; i++) {
+		if (r->w[i].state != ROLLOUT_W_FREE)
+			continue;
+		r->w[i] = *w;
+		r->w[i].drain_on_spawn = r->w[i].kill_on_spawn = false;
+		if (r->next_gen_id <= w->gen)
+			r->next_gen_id = w->gen + 1;
+		return 0;
+	}
+	return -E2BIG;
+}
+
+void rollout_adopt_done(struct rollout *r, unsigned next_gen)
+{
+	r->started = true;
+	if (next_gen > r->next_gen_id)
+		r->next_gen_id = next_gen;
+}
+
 int rollout_new(const struct rollout_config *cfg, struct rollout **ret)
 {
 	struct rollout *r;

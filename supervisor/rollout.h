@@ -142,6 +142,18 @@ struct rollout *rollout_free(struct rollout *r);
 int rollout_step(struct rollout *r, const struct rollout_event *ev,
 		 struct rollout_action out[static ROLLOUT_MAX_ACTIONS], size_t *ret_n);
 
+/*
+ * Upgrade: recreates, before any event, a worker that a previous batond image ran. Its
+ * generation w->gen is created on first use: serving if serving is true (at most one such
+ * generation), else draining. w->state must be STARTING, READY, DRAINING or KILLED, with pid,
+ * pgid and deadline_usec (absolute, CLOCK_MONOTONIC, which survives exec). Returns 0, -EINVAL
+ * or -E2BIG (no room).
+ */
+int rollout_adopt(struct rollout *r, const struct rollout_worker *w, bool serving);
+
+/* Ends adoption: the machine counts as started, next generation number next_gen. */
+void rollout_adopt_done(struct rollout *r, unsigned next_gen);
+
 /* Worker with this pid (live or being killed), or NULL. */
 const struct rollout_worker *rollout_find_pid(const struct rollout *r, int pid);
 

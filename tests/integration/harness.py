@@ -69,7 +69,8 @@ def wait_for(pred, what, timeout=DEADLINE):
 class Batond:
     """One batond process with its stderr captured line by line."""
 
-    def __init__(self, args, command, env=None, prefix=(), preexec_fn=None, pass_fds=()):
+    def __init__(self, args, command, env=None, prefix=(), preexec_fn=None, pass_fds=(),
+                 batond=None):
         self.lines = []
         self.cond = threading.Condition()
         e = dict(os.environ)
@@ -79,7 +80,7 @@ class Batond:
             e.update(env)
         # prefix: a launcher that execs batond in place (same pid), e.g. systemd-socket-activate.
         self.proc = subprocess.Popen(
-            list(prefix) + [bin_path("batond")] + args + ["--"] + command,
+            list(prefix) + [batond or bin_path("batond")] + args + ["--"] + command,
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
             env=e, text=True, errors="replace", preexec_fn=preexec_fn, pass_fds=pass_fds)
         self.pid = self.proc.pid
