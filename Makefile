@@ -25,7 +25,7 @@ WARN	:= -Wall -Wextra -Wshadow -Wformat=2 -Wformat-security -Wstrict-prototypes 
 	   -Wmissing-prototypes -Wold-style-definition -Wpointer-arith -Wundef \
 	   -Wimplicit-fallthrough -Wvla -Wcast-align -Wwrite-strings -Werror
 CFLAGS	?= $(OPT)
-ALL_CFLAGS := -std=c17 -D_GNU_SOURCE -DBATON_VERSION='"$(VERSION)"' $(WARN) $(SAN) \
+ALL_CFLAGS := -std=c17 -D_GNU_SOURCE -DBATON_VERSION='"$(VERSION)"' -DBATON_LIBDIR='"$(PREFIX)/lib/baton"' $(WARN) $(SAN) \
 	   -fstack-protector-strong -fPIC -Iproto $(CFLAGS)
 LDLIBS_SD   = $(shell $(PKG_CONFIG) --libs libsystemd 2>/dev/null)
 CFLAGS_SD   = $(shell $(PKG_CONFIG) --cflags libsystemd 2>/dev/null)
@@ -34,11 +34,11 @@ CFLAGS_CHK  = $(shell $(PKG_CONFIG) --cflags check 2>/dev/null)
 
 PROTO_SRC	:= proto/duration.c proto/fdpass.c proto/proto.c
 SUPERVISOR_LIB	:= supervisor/config.c supervisor/drain.c supervisor/listener.c supervisor/log.c \
-		   supervisor/sysd.c supervisor/upgrade.c \
+		   supervisor/sysd.c supervisor/upgrade.c supervisor/control.c \
 		   supervisor/notify.c supervisor/rollout.c supervisor/spawn.c
 UNIT_SRC	:= $(sort $(wildcard tests/unit/*.c))
 
-PROGRAMS := $(BUILD)/batond $(BUILD)/example-httpd $(BUILD)/loadgen
+PROGRAMS := $(BUILD)/batond $(BUILD)/batonctl $(BUILD)/example-httpd $(BUILD)/loadgen
 UNIT_BIN := $(BUILD)/unit-tests
 
 obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
@@ -61,6 +61,10 @@ $(BUILD)/obj/%.o: %.c
 	$(CC) $(ALL_CFLAGS) $(CFLAGS_SD) $(CFLAGS_CHK) -Isupervisor -MMD -MP -c $< -o $@
 
 $(BUILD)/batond: $(call obj,supervisor/main.c $(SUPERVISOR_LIB) $(PROTO_SRC))
+	$(CC) $(ALL_CFLAGS) $^ $(LDLIBS_SD) -o $@
+
+$(BUILD)/batonctl: $(call obj,supervisor/ctl.c supervisor/control.c supervisor/listener.c \
+		    supervisor/log.c $(PROTO_SRC))
 	$(CC) $(ALL_CFLAGS) $^ $(LDLIBS_SD) -o $@
 
 $(BUILD)/example-httpd: $(call obj,worker/examples/example-httpd.c $(PROTO_SRC))
@@ -104,10 +108,13 @@ bench: deps
 install: programs
 	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man8
 	install -m 0755 $(BUILD)/batond $(DESTDIR)$(BINDIR)/batond
+	install -m 0755 $(BUILD)/batonctl $(DESTDIR)$(BINDIR)/batonctl
+	install -m 0644 docs/batonctl.8 $(DESTDIR)$(MANDIR)/man8/batonctl.8
 	install -m 0644 docs/batond.8 $(DESTDIR)$(MANDIR)/man8/batond.8
 
 uninstall:
-	rm -f $(DESTDIR)$(BINDIR)/batond $(DESTDIR)$(MANDIR)/man8/batond.8
+	rm -f $(DESTDIR)$(BINDIR)/batond $(DESTDIR)$(MANDIR)/man8/batond.8 \
+	      $(DESTDIR)$(BINDIR)/batonctl $(DESTDIR)$(MANDIR)/man8/batonctl.8
 
 clean:
 	rm -rf build

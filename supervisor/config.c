@@ -56,6 +56,11 @@ void config_help(FILE *f)
 		"      --fdstore                push the listeners to systemd's fd store "
 		"(automatic\n"
 		"                               when $FDSTORE is set)\n"
+		"  -c, --control PATH           control socket for batonctl (default:\n"
+		"                               $RUNTIME_DIRECTORY/NAME.sock, "
+		"/run/baton/NAME.sock\n"
+		"                               as root, else $XDG_RUNTIME_DIR/baton/NAME.sock)\n"
+		"      --name NAME              instance name for the control socket (batond)\n"
 		"      --pid-file PATH          write batond's pid to PATH, removed on exit\n"
 		"  -v, --verbose                log debug messages too\n"
 		"  -h, --help                   show this help and exit\n"
@@ -258,6 +263,7 @@ int config_parse(int argc, char **argv, struct config *c)
 		OPT_PRELOAD,
 		OPT_FDSTORE,
 		OPT_UPGRADE_CHECK,
+		OPT_NAME,
 	};
 	static const struct option options[] = {
 		{ "listen", required_argument, NULL, 'l' },
@@ -273,6 +279,8 @@ int config_parse(int argc, char **argv, struct config *c)
 		{ "stop-timeout", required_argument, NULL, OPT_STOP_TIMEOUT },
 		{ "preload", optional_argument, NULL, OPT_PRELOAD },
 		{ "fdstore", no_argument, NULL, OPT_FDSTORE },
+		{ "control", required_argument, NULL, 'c' },
+		{ "name", required_argument, NULL, OPT_NAME },
 		{ UPGRADE_CHECK_OPTION + 2, no_argument, NULL, OPT_UPGRADE_CHECK },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
@@ -297,7 +305,7 @@ int config_parse(int argc, char **argv, struct config *c)
 	optind = 0; /* full reset: config_parse may run more than once (tests) */
 	opterr = 0;
 	/* '+': stop at the first non-option, which is the worker command. */
-	while ((opt = getopt_long(argc, argv, "+:l:n:vhV", options, NULL)) >= 0) {
+	while ((opt = getopt_long(argc, argv, "+:l:n:c:vhV", options, NULL)) >= 0) {
 		switch (opt) {
 		case 'l': {
 			struct listener *l;
@@ -399,6 +407,19 @@ int config_parse(int argc, char **argv, struct config *c)
 			break;
 		case OPT_UPGRADE_CHECK:
 			upgrade_check = true;
+			break;
+		case 'c':
+			if (*optarg == '\0')
+				return usage_error("invalid --control '': empty path");
+			c->control = optarg;
+			break;
+		case OPT_NAME:
+			if (!listener_name_is_valid(optarg) || strchr(optarg, '/'))
+				return usage_error(
+					"invalid --name '%s': expected printable characters "
+					"without '/' or ':'",
+					optarg);
+			c->name = optarg;
 			break;
 		case OPT_FDSTORE:
 			c->fdstore = true;

@@ -33,7 +33,9 @@ struct config {
 	char exec_path[4096];	    /* argv[0] resolved through PATH */
 	char **argv;		    /* the worker command, pointing into main()'s argv */
 	int log_level;
-	bool fdstore; /* --fdstore: push listeners to the manager's store without $FDSTORE */
+	bool fdstore;	     /* --fdstore: push listeners to the manager's store without $FDSTORE */
+	const char *control; /* -c PATH, or NULL for the default path of name */
+	const char *name;    /* --name: the instance, for the default control socket path */
 };
 
 enum {

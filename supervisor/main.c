@@ -8,6 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <poll.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -18,6 +20,7 @@
 
 #include "cleanup.h"
 #include "config.h"
+#include "control.h"
 #include "drain.h"
 #include "listener.h"
 #include "log.h"
@@ -65,7 +68,19 @@ struct batond {
 	char self_path[4096];
 	char **argv;
 	bool adopted; /* this image took over from an older one */
+	int adopted_control_fd;
+
+	/* batonctl: the control socket and what status reports about reloads. */
+	struct control *control;
+	char control_path[108];
+	uint64_t started_usec;
+	unsigned last_reload_gen;
+	bool last_reload_ok;
+	uint64_t last_reload_usec; /* 0: no reload yet */
+	char last_reload_text[512];
 };
+
+#define CONTROL_WAIT_NEXT (-1L) /* a waiting "reload": the next generation that starts */
 
 #define UPGRADE_CHECK_USEC (10 * 1000 * 1000) /* limit on the new binary's preflight answer */
 
@@ -124,6 +139,57 @@ static void run_spawn(struct batond *b, const struct rollout_action *a)
 			b->extra[a->worker] = (struct worker_extra){ 0 };
 	}
 	enqueue(b, &ev);
+}
+
+struct waiter_match {
+	const struct rollout_action *a;
+	const char *line;
+};
+
+static void answer_waiter(struct control_client *cl, void *userdata)
+{
+	const struct waiter_match *m = userdata;
+	long want = control_client_get_data(cl);
+	char reply[512];
+
+	switch (m->a->report) {
+	case ROLLOUT_GEN_STARTING:
+		if (want == CONTROL_WAIT_NEXT)
+			control_client_set_data(cl, (long)m->a->gen);
+		return;
+	case ROLLOUT_GEN_READY:
+		if (want != (long)m->a->gen)
+			return;
+		(void)snprintf(reply, sizeof(reply), "ok %s\n", m->line);
+		break;
+	case ROLLOUT_RELOAD_FAILED:
+		if (want != (long)m->a->gen && m->a->reason != ROLLOUT_REASON_STOPPED)
+			return;
+		(void)snprintf(reply, sizeof(reply), "failed %s\n", m->line);
+		break;
+	case ROLLOUT_STOPPING:
+		(void)snprintf(reply, sizeof(reply), "failed batond is stopping\n");
+		break;
+	default:
+		return;
+	}
+	control_reply(cl, reply);
+}
+
+/* batonctl reload waits for its generation; status shows the last outcome. */
+static void tell_control(struct batond *b, const struct rollout_action *a, const char *line)
+{
+	struct waiter_match m = { .a = a, .line = line };
+
+	if ((a->report == ROLLOUT_GEN_READY && a->reload) || a->report == ROLLOUT_RELOAD_FAILED) {
+		b->last_reload_gen = a->gen;
+		b->last_reload_ok = a->report == ROLLOUT_GEN_READY;
+		b->last_reload_usec = now_usec();
+		(void)snprintf(b->last_reload_text, sizeof(b->last_reload_text), "%s", line);
+	}
+	if (a->report == ROLLOUT_GEN_STARTING && !a->reload)
+		return;
+	control_foreach_waiting(b->control, answer_waiter, &m);
 }
 
 /* What systemd hears (Type=notify and notify-reload): READY, RELOADING, STATUS, fd store. */
@@ -201,6 +267,7 @@ static void run_action(struct batond *b, const struct rollout_action *a)
 		level = rollout_describe(a, line, sizeof(line));
 		log_full(level, "%s", line);
 		tell_manager(b, a, line);
+		tell_control(b, a, line);
 		break;
 	case ROLLOUT_DO_EXIT:
 		b->exit_code = a->exit_code;
@@ -338,15 +405,10 @@ static void stop_begin(struct batond *b)
 	stop_check_queues(b);
 }
 
-static int on_sigterm(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata)
+/* A stop from a signal or batonctl; the second one kills the workers at once. */
+static int stop_request(struct batond *b, bool force)
 {
-	struct batond *b = userdata;
-
-	(void)s;
-	b->n_stops++;
-	log_info("SIG%s from pid %u: %s", sigabbrev_np((int)si->ssi_signo) ?: "?", si->ssi_pid,
-		 b->n_stops == 1 ? "graceful stop" : "stop now");
-	if (b->n_stops > 1) {
+	if (force) {
 		(void)sd_event_source_set_enabled(b->stop_timer, SD_EVENT_OFF);
 		return feed_simple(b, ROLLOUT_STOP, true);
 	}
@@ -362,6 +424,17 @@ static int on_sigterm(sd_event_source *s, const struct signalfd_siginfo *si, voi
 	}
 	stop_begin(b);
 	return 0;
+}
+
+static int on_sigterm(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata)
+{
+	struct batond *b = userdata;
+
+	(void)s;
+	b->n_stops++;
+	log_info("SIG%s from pid %u: %s", sigabbrev_np((int)si->ssi_signo) ?: "?", si->ssi_pid,
+		 b->n_stops == 1 ? "graceful stop" : "stop now");
+	return stop_request(b, b->n_stops > 1);
 }
 
 static int on_sigchld(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata)
@@ -608,6 +681,8 @@ static int upgrade_keep_fds(struct batond *b, int state_fd, int fallback_fd, boo
 		r = fd_set_cloexec(b->cfg.listeners[i].fd, !keep);
 	if (r >= 0)
 		r = fd_set_cloexec(b->notify_fd, !keep);
+	if (r >= 0 && b->control)
+		r = fd_set_cloexec(control_fd(b->control), !keep);
 	if (r >= 0 && state_fd >= 0)
 		r = fd_set_cloexec(state_fd, !keep);
 	if (r >= 0 && fallback_fd >= 0)
@@ -621,6 +696,7 @@ static int upgrade_snapshot(struct batond *b, struct upgrade_state *st)
 
 	st->next_gen = 0;
 	st->notify_fd = b->notify_fd;
+	st->control_fd = b->control ? control_fd(b->control) : -1;
 	memcpy(st->notify_address, b->notify_address, sizeof(st->notify_address));
 	for (size_t i = 0; i < b->cfg.n_listeners; i++) {
 		const struct listener *l = &b->cfg.listeners[i];
@@ -649,8 +725,11 @@ static int upgrade_snapshot(struct batond *b, struct upgrade_state *st)
 	return 0;
 }
 
-/* SIGUSR2: exec the binary on disk in place, handing it the listeners and the workers. */
-static void batond_upgrade(struct batond *b)
+/*
+ * SIGUSR2 or batonctl upgrade: exec the binary on disk in place, handing it the listeners and
+ * the workers. Returns only if the upgrade did not happen: a negative errno, logged.
+ */
+static int batond_upgrade(struct batond *b)
 {
 	_cleanup_free_ struct upgrade_state *st = NULL;
 	_cleanup_free_ char *text = NULL;
@@ -661,31 +740,28 @@ static void batond_upgrade(struct batond *b)
 	if (rollout_starting_gen(b->rollout) || b->stop_begun) {
 		log_warning("upgrade: refused while a generation starts or batond stops; "
 			    "send SIGUSR2 again later");
-		return;
+		return -EAGAIN;
 	}
 	r = upgrade_preflight(b);
 	if (r < 0) {
 		if (r != -EPROTO) /* the preflight said what was wrong */
 			log_error_errno(r, "upgrade %s: preflight", b->self_path);
 		log_error("upgrade %s: refused; this batond keeps serving", b->self_path);
-		return;
+		return r;
 	}
 	st = calloc(1, sizeof(*st));
 	text = malloc(UPGRADE_STATE_MAX);
 	if (!st || !text) {
-		log_error_errno(-ENOMEM, "upgrade: snapshot");
-		return;
+		return log_error_errno(-ENOMEM, "upgrade: snapshot");
 	}
 	(void)upgrade_snapshot(b, st);
 	n = upgrade_state_format(st, text, UPGRADE_STATE_MAX);
 	if (n < 0) {
-		log_error_errno(n, "upgrade: write state");
-		return;
+		return log_error_errno(n, "upgrade: write state");
 	}
 	state_fd = upgrade_state_seal(text, (size_t)n);
 	if (state_fd < 0) {
-		log_error_errno(state_fd, "upgrade: seal state");
-		return;
+		return log_error_errno(state_fd, "upgrade: seal state");
 	}
 	/* The running image, kept by fd: a new one that cannot read the state execs it back. */
 	fallback_fd = open("/proc/self/exe", O_RDONLY | O_CLOEXEC);
@@ -693,7 +769,7 @@ static void batond_upgrade(struct batond *b)
 	if (r < 0) {
 		log_error_errno(r, "upgrade: keep fds across exec");
 		(void)upgrade_keep_fds(b, state_fd, fallback_fd, false);
-		return;
+		return r;
 	}
 	(void)snprintf(num, sizeof(num), "%d", state_fd);
 	(void)setenv(UPGRADE_ENV_STATE, num, 1);
@@ -709,14 +785,14 @@ static void batond_upgrade(struct batond *b)
 	(void)unsetenv(UPGRADE_ENV_STATE);
 	(void)unsetenv(UPGRADE_ENV_FALLBACK);
 	(void)upgrade_keep_fds(b, state_fd, fallback_fd, false);
-	log_error_errno(r, "upgrade: exec %s: this batond keeps serving", b->self_path);
+	return log_error_errno(r, "upgrade: exec %s: this batond keeps serving", b->self_path);
 }
 
 static int on_sigusr2(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata)
 {
 	(void)s;
 	log_info("SIGUSR2 from pid %u: upgrade", si->ssi_pid);
-	batond_upgrade(userdata);
+	(void)batond_upgrade(userdata);
 	return 0;
 }
 
@@ -765,6 +841,9 @@ static int upgrade_take_over(struct batond *b)
 	b->notify_fd = st->notify_fd;
 	memcpy(b->notify_address, st->notify_address, sizeof(b->notify_address));
 	(void)fd_set_cloexec(b->notify_fd, true);
+	b->adopted_control_fd = st->control_fd;
+	if (st->control_fd >= 0)
+		(void)fd_set_cloexec(st->control_fd, true);
 	for (size_t i = 0; i < st->n_listeners; i++) {
 		const struct upgrade_listener *u = &st->listeners[i];
 		bool used = false;
@@ -811,6 +890,285 @@ static int upgrade_take_over(struct batond *b)
 	log_notice("upgrade: took over %zu listeners and %zu workers (serving generation %u)",
 		   st->n_listeners, st->n_workers, rollout_serving_gen(b->rollout));
 	return 1;
+}
+
+static void json_string(FILE *f, const char *s)
+{
+	(void)fputc('"', f);
+	for (; *s; s++) {
+		unsigned char c = (unsigned char)*s;
+
+		if (c == '"' || c == '\\')
+			(void)fprintf(f, "\\%c", c);
+		else if (c < 0x20 || c == 0x7f)
+			(void)fprintf(f, "\\u%04x", c);
+		else
+			(void)fputc(c, f);
+	}
+	(void)fputc('"', f);
+}
+
+static const char *ready_source(const struct batond *b)
+{
+	switch (b->cfg.rollout.ready_mode) {
+	case ROLLOUT_READY_NOTIFY:
+		return "notify";
+	case ROLLOUT_READY_DELAY:
+		return "delay";
+	case ROLLOUT_READY_NONE:
+		return "none";
+	}
+	return "?";
+}
+
+/* The accept queue as the kernel sees it: TCP_INFO for TCP, sock_diag for Unix. */
+static void listener_queue(const struct listener *l, int backlog, long *ret_queued,
+			   long *ret_backlog)
+{
+	unsigned q = 0, h = 0;
+
+	*ret_queued = -1;
+	*ret_backlog = l->kind == LISTENER_UDP ? -1 : backlog;
+	if (l->kind == LISTENER_TCP) {
+		struct tcp_info ti;
+		socklen_t len = sizeof(ti);
+
+		if (getsockopt(l->fd, IPPROTO_TCP, TCP_INFO, &ti, &len) == 0) {
+			*ret_queued = ti.tcpi_unacked;
+			*ret_backlog = ti.tcpi_sacked;
+		}
+	} else if (l->kind == LISTENER_UNIX && drain_pending(l, &q, &h) == 0) {
+		*ret_queued = q;
+	}
+}
+
+static const char *gen_role(const struct batond *b, unsigned gen)
+{
+	if (gen == rollout_serving_gen(b->rollout))
+		return "serving";
+	if (gen == rollout_starting_gen(b->rollout))
+		return "starting";
+	return "draining";
+}
+
+/* batonctl status: text for people, or JSON (documented in batonctl(8)) for programs. */
+static char *status_text(struct batond *b, bool json)
+{
+	char *buf = NULL;
+	size_t size = 0;
+	uint64_t now = now_usec();
+	unsigned gens[ROLLOUT_MAX_GENERATIONS + 1];
+	size_t n_gens = 0;
+	FILE *f = open_memstream(&buf, &size);
+
+	if (!f)
+		return NULL;
+	/* Generations in use, oldest first. */
+	for (unsigned i = 0; rollout_worker_at(b->rollout, i); i++) {
+		const struct rollout_worker *w = rollout_worker_at(b->rollout, i);
+		bool seen = false;
+
+		if (w->state == ROLLOUT_W_FREE)
+			continue;
+		for (size_t j = 0; j < n_gens; j++)
+			seen |= gens[j] == w->gen;
+		if (!seen && n_gens < ELEMENTSOF(gens))
+			gens[n_gens++] = w->gen;
+	}
+	for (size_t i = 1; i < n_gens; i++)
+		for (size_t j = i; j > 0 && gens[j - 1] > gens[j]; j--) {
+			unsigned t = gens[j];
+
+			gens[j] = gens[j - 1];
+			gens[j - 1] = t;
+		}
+
+	if (json) {
+		(void)fprintf(f,
+			      "{\"version\":\"%s\",\"pid\":%d,\"uptime_sec\":%" PRIu64
+			      ",\"serving_generation\":%u,\"starting_generation\":%u,"
+			      "\"reload_pending\":%s,\"stopping\":%s,\"last_reload\":",
+			      BATON_VERSION, (int)getpid(), (now - b->started_usec) / 1000000,
+			      rollout_serving_gen(b->rollout), rollout_starting_gen(b->rollout),
+			      rollout_reload_pending(b->rollout) ? "true" : "false",
+			      b->stop_begun ? "true" : "false");
+		if (b->last_reload_usec) {
+			(void)fprintf(
+				f, "{\"generation\":%u,\"ok\":%s,\"ago_sec\":%" PRIu64 ",\"text\":",
+				b->last_reload_gen, b->last_reload_ok ? "true" : "false",
+				(now - b->last_reload_usec) / 1000000);
+			json_string(f, b->last_reload_text);
+			(void)fputc('}', f);
+		} else {
+			(void)fputs("null", f);
+		}
+		(void)fputs(",\"generations\":[", f);
+	} else {
+		(void)fprintf(f, "batond %s, pid %d, up %" PRIu64 "s\n", BATON_VERSION,
+			      (int)getpid(), (now - b->started_usec) / 1000000);
+		if (b->last_reload_usec)
+			(void)fprintf(f, "last reload: %s (%" PRIu64 "s ago)\n",
+				      b->last_reload_text, (now - b->last_reload_usec) / 1000000);
+		else
+			(void)fprintf(f, "last reload: none\n");
+		if (rollout_reload_pending(b->rollout))
+			(void)fprintf(f, "reload pending\n");
+	}
+	for (size_t g = 0; g < n_gens; g++) {
+		bool first = true;
+
+		if (json)
+			(void)fprintf(f, "%s{\"id\":%u,\"state\":\"%s\",\"workers\":[",
+				      g ? "," : "", gens[g], gen_role(b, gens[g]));
+		else
+			(void)fprintf(f, "generation %u (%s):\n", gens[g], gen_role(b, gens[g]));
+		for (unsigned i = 0; rollout_worker_at(b->rollout, i); i++) {
+			const struct rollout_worker *w = rollout_worker_at(b->rollout, i);
+			uint64_t up = w->spawned_usec ? (now - w->spawned_usec) / 1000000 : 0;
+			const char *st = b->extra[i].status;
+
+			if (w->state == ROLLOUT_W_FREE || w->gen != gens[g])
+				continue;
+			if (json) {
+				(void)fprintf(f,
+					      "%s{\"index\":%u,\"pid\":%d,\"state\":\"%s\","
+					      "\"uptime_sec\":%" PRIu64 ",\"ready_source\":\"%s\","
+					      "\"status\":",
+					      first ? "" : ",", w->index, w->pid,
+					      rollout_worker_state_to_string(w->state), up,
+					      ready_source(b));
+				json_string(f, st);
+				(void)fputc('}', f);
+			} else {
+				(void)fprintf(f, "  worker %u: pid %d, %s, up %" PRIu64 "s%s%s\n",
+					      w->index, w->pid,
+					      rollout_worker_state_to_string(w->state), up,
+					      *st ? ", status: " : "", st);
+			}
+			first = false;
+		}
+		if (json)
+			(void)fputs("]}", f);
+	}
+	if (json)
+		(void)fputs("],\"listeners\":[", f);
+	else
+		(void)fputs("listeners:\n", f);
+	for (size_t i = 0; i < b->cfg.n_listeners; i++) {
+		const struct listener *l = &b->cfg.listeners[i];
+		long queued, backlog;
+
+		listener_queue(l, b->cfg.backlog, &queued, &backlog);
+		if (json) {
+			(void)fprintf(f, "%s{\"name\":", i ? "," : "");
+			json_string(f, l->name);
+			(void)fprintf(f, ",\"address\":");
+			json_string(f, l->spec);
+			(void)fprintf(f, ",\"kind\":\"%s\",\"queued\":%ld,\"backlog\":%ld}",
+				      listener_kind_to_string(l->kind), queued, backlog);
+		} else {
+			(void)fprintf(f, "  %s: %s", l->name, l->spec);
+			if (queued >= 0)
+				(void)fprintf(f, ", accept queue %ld/%ld", queued, backlog);
+			(void)fputc('\n', f);
+		}
+	}
+	if (json)
+		(void)fputs("]}\n", f);
+	if (fclose(f) != 0) {
+		free(buf);
+		return NULL;
+	}
+	return buf;
+}
+
+/* One batonctl request. The reply's first word: ok, failed (exit 1) or error (exit 2). */
+static void on_control(void *userdata, struct control_client *cl, const char *line)
+{
+	struct batond *b = userdata;
+	_cleanup_free_ char *text = NULL;
+	int r;
+
+	if (strcmp(line, "status") == 0 || strcmp(line, "status json") == 0) {
+		_cleanup_free_ char *body = status_text(b, strcmp(line, "status json") == 0);
+
+		if (!body || asprintf(&text, "ok\n%s", body) < 0) {
+			text = NULL;
+			control_reply(cl, "error out of memory\n");
+			return;
+		}
+		control_reply(cl, text);
+	} else if (strcmp(line, "reload") == 0 || strcmp(line, "reload nowait") == 0) {
+		if (b->stop_begun) {
+			control_reply(cl, "failed batond is stopping\n");
+			return;
+		}
+		if (strcmp(line, "reload nowait") == 0) {
+			control_reply(cl, "ok reload requested\n");
+		} else {
+			control_client_set_data(cl, CONTROL_WAIT_NEXT);
+		}
+		log_info("control: reload requested");
+		(void)feed_simple(b, ROLLOUT_RELOAD, false);
+	} else if (strcmp(line, "stop") == 0) {
+		control_reply(cl, "ok stopping\n");
+		log_info("control: stop requested");
+		if (!b->stop_begun)
+			stop_request(b, false);
+	} else if (strcmp(line, "upgrade") == 0) {
+		/* Written before the exec; the new image does not know this connection. */
+		control_reply(cl, "ok upgrading\n");
+		log_info("control: upgrade requested");
+		r = batond_upgrade(b);
+		(void)r; /* we are still here: the reason is in the log */
+	} else if (strcmp(line, "version") == 0) {
+		control_reply(cl, "ok batond " BATON_VERSION "\n");
+	} else {
+		control_reply(cl,
+			      "error unknown request (status, reload, stop, upgrade, version)\n");
+	}
+}
+
+static int control_open(struct batond *b)
+{
+	int r;
+
+	if (b->cfg.control) {
+		if (strlen(b->cfg.control) >= sizeof(b->control_path))
+			return log_error_errno(-ENAMETOOLONG, "control socket %s", b->cfg.control);
+		strcpy(b->control_path, b->cfg.control);
+	} else {
+		r = control_default_path(b->cfg.name ?: CONTROL_NAME_DEFAULT, b->control_path,
+					 sizeof(b->control_path));
+		if (r < 0) {
+			log_warning_errno(r,
+					  "no runtime directory for the control socket; batonctl "
+					  "needs --control");
+			return 0;
+		}
+		/* The default directory may not exist yet (/run/baton, $XDG_RUNTIME_DIR/baton). */
+		{
+			char dir[sizeof(b->control_path)];
+			char *slash;
+
+			strcpy(dir, b->control_path);
+			slash = strrchr(dir, '/');
+			if (slash && slash != dir) {
+				*slash = '\0';
+				(void)mkdir(dir, 0755);
+			}
+		}
+	}
+	r = control_new(b->event, b->control_path, b->adopted_control_fd, on_control, b,
+			&b->control);
+	if (r < 0) {
+		log_full_errno(b->cfg.control ? LOG_ERR : LOG_WARNING, r, "control socket %s%s",
+			       b->control_path,
+			       b->cfg.control ? "" : "; batonctl cannot reach this batond");
+		return b->cfg.control ? r : 0;
+	}
+	b->adopted_control_fd = -1;
+	return 0;
 }
 
 static int setup_signals(struct batond *b)
@@ -916,6 +1274,10 @@ static int run(struct batond *b)
 		return log_error_errno(r, "create stop timer");
 	(void)sd_event_source_set_enabled(b->stop_timer, SD_EVENT_OFF);
 
+	r = control_open(b);
+	if (r < 0)
+		return r;
+
 	if (b->cfg.pid_file) {
 		r = pid_file_write(b->cfg.pid_file);
 		if (r < 0)
@@ -951,6 +1313,7 @@ static void batond_done(struct batond *b)
 		listener_close(&b->cfg.listeners[i]);
 	if (b->pid_file_written)
 		(void)unlink(b->cfg.pid_file);
+	b->control = control_free(b->control, false);
 	b->timer = sd_event_source_unref(b->timer);
 	b->stop_timer = sd_event_source_unref(b->stop_timer);
 	b->notify_source = sd_event_source_unref(b->notify_source);
@@ -964,7 +1327,7 @@ static void batond_done(struct batond *b)
 
 int main(int argc, char **argv)
 {
-	static struct batond b = { .notify_fd = -1 };
+	static struct batond b = { .notify_fd = -1, .adopted_control_fd = -1 };
 	int r;
 
 	log_setup("batond");
@@ -995,6 +1358,7 @@ int main(int argc, char **argv)
 		log_warning_errno(-errno, "become child subreaper, ignoring");
 
 	b.argv = argv;
+	b.started_usec = now_usec();
 	if (readlink("/proc/self/exe", b.self_path, sizeof(b.self_path) - 1) < 0)
 		log_warning_errno(-errno, "find own binary: upgrades will fail");
 	r = upgrade_take_over(&b);

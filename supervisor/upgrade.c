@@ -35,6 +35,8 @@ int upgrade_state_format(const struct upgrade_state *s, char *buf, size_t size)
 
 	PUT("baton-state %d\nnext_gen %u\nnotify %d %s\n", UPGRADE_STATE_VERSION, s->next_gen,
 	    s->notify_fd, s->notify_address);
+	if (s->control_fd >= 0)
+		PUT("control %d\n", s->control_fd);
 	for (size_t i = 0; i < s->n_listeners; i++) {
 		const struct upgrade_listener *l = &s->listeners[i];
 
@@ -75,6 +77,7 @@ int upgrade_state_parse(const char *buf, size_t len, struct upgrade_state *ret)
 
 	memset(ret, 0, sizeof(*ret));
 	ret->notify_fd = -1;
+	ret->control_fd = -1;
 	while (off < len && !end) {
 		const char *nl = memchr(buf + off, '\n', len - off);
 		size_t n = nl ? (size_t)(nl - (buf + off)) : len - off;
@@ -99,6 +102,8 @@ int upgrade_state_parse(const char *buf, size_t len, struct upgrade_state *ret)
 			ret->next_gen = u;
 		} else if (sscanf(line, "notify %d %127s", &a, ret->notify_address) == 2) {
 			ret->notify_fd = a;
+		} else if (sscanf(line, "control %d", &a) == 1 && a >= 0) {
+			ret->control_fd = a;
 		} else if (sscanf(line, "listener %d %d %" SCNu64 " %" SCNu64 " %n", &a, &b, &x, &y,
 				  &c) == 4) {
 			struct upgrade_listener *l;

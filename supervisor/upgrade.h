@@ -32,6 +32,7 @@ struct upgrade_worker {
 struct upgrade_state {
 	unsigned next_gen;
 	int notify_fd;
+	int control_fd; /* -1: none */
 	char notify_address[NOTIFY_ADDRESS_MAX];
 	size_t n_listeners;
 	struct upgrade_listener listeners[CONFIG_MAX_LISTENERS];

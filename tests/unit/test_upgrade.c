@@ -16,6 +16,7 @@ static struct upgrade_state *sample(void)
 	ck_assert_ptr_nonnull(s);
 	s->next_gen = 8;
 	s->notify_fd = 5;
+	s->control_fd = 6;
 	strcpy(s->notify_address, "@0abcd");
 	s->n_listeners = 2;
 	s->listeners[0] = (struct upgrade_listener){ .fd = 3, .name = "web" };
@@ -57,6 +58,7 @@ START_TEST(state_survives_a_round_trip)
 	ck_assert_int_eq(upgrade_state_parse(buf, (size_t)n, t), 0);
 	ck_assert_uint_eq(t->next_gen, 8);
 	ck_assert_int_eq(t->notify_fd, 5);
+	ck_assert_int_eq(t->control_fd, 6);
 	ck_assert_str_eq(t->notify_address, "@0abcd");
 	ck_assert_uint_eq(t->n_listeners, 2);
 	ck_assert_str_eq(t->listeners[1].name, "my api");

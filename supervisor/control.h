@@ -1,0 +1,52 @@
+/* SPDX-License-Identifier: MIT */
+/* control.h - batond's control socket: one request line in, one text reply out (batonctl). */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/types.h>
+
+#include <systemd/sd-event.h>
+
+#define CONTROL_MAX_CLIENTS  32	       /* connections at once; more wait in the backlog */
+#define CONTROL_REQUEST_MAX  1024      /* bytes of one request line */
+#define CONTROL_REPLY_MAX    (4 << 20) /* bytes of one reply */
+#define CONTROL_NAME_DEFAULT "batond"  /* NAME in the default path NAME.sock */
+
+struct control;
+struct control_client;
+
+/* Called once per request with the line (no newline); the client stays open until replied. */
+typedef void (*control_request_fn)(void *userdata, struct control_client *c, const char *line);
+
+/*
+ * Listens on the Unix socket path (0600, replaced only if stale) or adopts listen_fd if it is
+ * >= 0 (after an upgrade). Peers must be root or our own uid (SO_PEERCRED). Returns 0 and
+ * *ret, or a negative errno.
+ */
+int control_new(sd_event *e, const char *path, int listen_fd, control_request_fn fn, void *userdata,
+		struct control **ret);
+
+/* Closes every client and the socket; removes the socket file unless keep_file. */
+struct control *control_free(struct control *c, bool keep_file);
+
+/* The listening fd (for the upgrade handoff). */
+int control_fd(const struct control *c);
+
+/* Queues text as the whole reply and closes the client once it is written. */
+void control_reply(struct control_client *c, const char *text);
+
+/* A slot for the caller: e.g. the generation a waiting "reload" is about. */
+void control_client_set_data(struct control_client *c, long data);
+long control_client_get_data(const struct control_client *c);
+
+/* Calls fn for every client still waiting for a reply. */
+void control_foreach_waiting(struct control *c, void (*fn)(struct control_client *, void *),
+			     void *userdata);
+
+/*
+ * The default control socket path for name: $RUNTIME_DIRECTORY/NAME.sock, else
+ * /run/baton/NAME.sock as root, else $XDG_RUNTIME_DIR/baton/NAME.sock. Returns 0 or -ENOENT
+ * (no runtime directory known) / -ENAMETOOLONG.
+ */
+int control_default_path(const char *name, char *ret, size_t size);
