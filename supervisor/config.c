@@ -15,6 +15,7 @@
 
 #include "duration.h"
 #include "log.h"
+#include "spawn.h"
 #include "upgrade.h"
 
 #ifndef BATON_LIBDIR
@@ -40,11 +41,14 @@ void config_help(FILE *f)
 		"      --backlog N              accept queue length for stream listeners (4096)\n"
 		"  -n, --workers N              workers per generation (1)\n"
 		"      --batch K                replace K workers at a time on reload (all)\n"
-		"      --ready MODE             notify (READY=1 via NOTIFY_SOCKET), delay:DUR, "
-		"none\n"
-		"                               (notify)\n"
+		"      --ready MODE             notify (READY=1 via NOTIFY_SOCKET), einhorn-ack,\n"
+		"                               delay:DUR, none (notify)\n"
+		"      --pass FORMATS           how workers learn their listeners: env (systemd's\n"
+		"                               LISTEN_FDS), einhorn, server-starter, nginx;\n"
+		"                               comma-separated (env)\n"
 		"      --ready-timeout DUR      spawn-to-ready limit per worker (60s)\n"
-		"      --drain-signal SIG       signal that asks a worker to drain (TERM)\n"
+		"      --drain-signal SIG       signal that asks a worker to drain (TERM; USR2\n"
+		"                               with --pass einhorn, QUIT with --pass nginx)\n"
 		"      --drain-timeout DUR      drain-to-SIGKILL limit per worker (30s)\n"
 		"      --stop-mode MODE         graceful (refuse new connections, serve what is\n"
 		"                               queued, then drain) or immediate (graceful)\n"
@@ -121,6 +125,40 @@ int config_parse_ready(const char *s, enum rollout_ready_mode *ret_mode, uint64_
 		return -EINVAL;
 	}
 	*ret_delay_usec = usec;
+	return 0;
+}
+
+int config_parse_pass(const char *s, unsigned *ret)
+{
+	static const struct {
+		const char *name;
+		unsigned bit;
+	} formats[] = {
+		{ "env", SPAWN_PASS_ENV },	   { "systemd", SPAWN_PASS_ENV },
+		{ "einhorn", SPAWN_PASS_EINHORN }, { "server-starter", SPAWN_PASS_SERVER_STARTER },
+		{ "nginx", SPAWN_PASS_NGINX },
+	};
+	unsigned pass = 0;
+
+	while (*s) {
+		size_t n = strcspn(s, ",");
+		bool found = false;
+
+		for (size_t i = 0; i < sizeof(formats) / sizeof(formats[0]); i++) {
+			if (strlen(formats[i].name) == n && strncmp(s, formats[i].name, n) == 0) {
+				pass |= formats[i].bit;
+				found = true;
+			}
+		}
+		if (!found)
+			return -EINVAL;
+		s += n;
+		if (*s == ',')
+			s++;
+	}
+	if (!pass)
+		return -EINVAL;
+	*ret = pass;
 	return 0;
 }
 
@@ -264,6 +302,7 @@ int config_parse(int argc, char **argv, struct config *c)
 		OPT_FDSTORE,
 		OPT_UPGRADE_CHECK,
 		OPT_NAME,
+		OPT_PASS,
 	};
 	static const struct option options[] = {
 		{ "listen", required_argument, NULL, 'l' },
@@ -281,13 +320,14 @@ int config_parse(int argc, char **argv, struct config *c)
 		{ "fdstore", no_argument, NULL, OPT_FDSTORE },
 		{ "control", required_argument, NULL, 'c' },
 		{ "name", required_argument, NULL, OPT_NAME },
+		{ "pass", required_argument, NULL, OPT_PASS },
 		{ UPGRADE_CHECK_OPTION + 2, no_argument, NULL, OPT_UPGRADE_CHECK },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
 		{ 0 },
 	};
-	bool upgrade_check = false;
+	bool upgrade_check = false, drain_signal_given = false;
 	unsigned u;
 	int opt, r;
 
@@ -356,11 +396,23 @@ int config_parse(int argc, char **argv, struct config *c)
 						   optarg);
 			c->rollout.batch = u;
 			break;
+		case OPT_PASS:
+			if (config_parse_pass(optarg, &c->pass) < 0)
+				return usage_error("invalid --pass '%s': expected env, einhorn, "
+						   "server-starter or nginx, comma-separated",
+						   optarg);
+			break;
 		case OPT_READY:
+			/* einhorn's own readiness: the worker's "worker:ack" on its socket. */
+			c->ready_einhorn = strcmp(optarg, "einhorn-ack") == 0;
+			if (c->ready_einhorn) {
+				c->rollout.ready_mode = ROLLOUT_READY_NOTIFY;
+				break;
+			}
 			if (config_parse_ready(optarg, &c->rollout.ready_mode,
 					       &c->rollout.ready_delay_usec) < 0)
 				return usage_error("invalid --ready '%s': expected notify, "
-						   "delay:DURATION or none",
+						   "einhorn-ack, delay:DURATION or none",
 						   optarg);
 			break;
 		case OPT_READY_TIMEOUT:
@@ -376,6 +428,7 @@ int config_parse(int argc, char **argv, struct config *c)
 						   "name such as TERM or QUIT, or a number",
 						   optarg);
 			c->drain_signal = r;
+			drain_signal_given = true;
 			break;
 		case OPT_DRAIN_TIMEOUT:
 			if (duration_parse(optarg, &c->rollout.drain_timeout_usec) < 0)
@@ -450,6 +503,18 @@ int config_parse(int argc, char **argv, struct config *c)
 		return usage_error("no listener: give at least one --listen ADDRESS");
 	if (optind >= argc)
 		return usage_error("no worker command: batond [OPTIONS] -- COMMAND [ARG]...");
+	if (!c->pass)
+		c->pass = SPAWN_PASS_ENV;
+	/* The shim learns the listeners from LISTEN_FDS, whatever else the server reads. */
+	if (c->preload[0])
+		c->pass |= SPAWN_PASS_ENV;
+	if (c->ready_einhorn && !(c->pass & SPAWN_PASS_EINHORN))
+		return usage_error("--ready einhorn-ack needs --pass einhorn");
+	/* Each server's own graceful signal, unless told otherwise: einhorn USR2, nginx QUIT. */
+	if (!drain_signal_given && c->pass == SPAWN_PASS_EINHORN)
+		c->drain_signal = SIGUSR2;
+	else if (!drain_signal_given && (c->pass & SPAWN_PASS_NGINX))
+		c->drain_signal = SIGQUIT;
 	if (c->rollout.batch > c->rollout.n_workers)
 		c->rollout.batch = c->rollout.n_workers;
 	c->argv = argv + optind;

@@ -36,6 +36,8 @@ struct config {
 	bool fdstore;	     /* --fdstore: push listeners to the manager's store without $FDSTORE */
 	const char *control; /* -c PATH, or NULL for the default path of name */
 	const char *name;    /* --name: the instance, for the default control socket path */
+	unsigned pass;	     /* SPAWN_PASS_* formats (--pass), SPAWN_PASS_ENV by default */
+	bool ready_einhorn;  /* --ready einhorn-ack: worker:ack on EINHORN_SOCK_PATH */
 };
 
 enum {
@@ -51,6 +53,9 @@ int config_parse(int argc, char **argv, struct config *ret);
 
 /* Parses "TERM", "SIGTERM" or "15". Returns the signal number or -EINVAL. */
 int config_parse_signal(const char *s);
+
+/* Parses --pass: "env", "einhorn", "server-starter", "nginx", comma-separated. */
+int config_parse_pass(const char *s, unsigned *ret);
 
 /* Parses --ready: "notify", "none" or "delay:DUR". Returns 0 or -EINVAL. */
 int config_parse_ready(const char *s, enum rollout_ready_mode *ret_mode, uint64_t *ret_delay_usec);

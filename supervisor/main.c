@@ -70,6 +70,10 @@ struct batond {
 	bool adopted; /* this image took over from an older one */
 	int adopted_control_fd;
 
+	/* einhorn's command socket (--pass einhorn): workers send worker:ack there. */
+	struct control *einhorn;
+	char einhorn_path[108];
+
 	/* batonctl: the control socket and what status reports about reloads. */
 	struct control *control;
 	char control_path[108];
@@ -111,6 +115,9 @@ static void run_spawn(struct batond *b, const struct rollout_action *a)
 		.n_listeners = b->cfg.n_listeners,
 		.notify_socket = b->notify_address,
 		.preload = b->cfg.preload[0] ? b->cfg.preload : NULL,
+		.pass = b->cfg.pass,
+		.master_pid = (int)getpid(),
+		.einhorn_sock = b->einhorn ? b->einhorn_path : NULL,
 		.gen = a->gen,
 		.index = a->index,
 	};
@@ -1129,6 +1136,92 @@ static void on_control(void *userdata, struct control_client *cl, const char *li
 	}
 }
 
+/*
+ * einhorn's worker library acknowledges startup with one line on EINHORN_SOCK_PATH: a YAML (or
+ * JSON) map with command "worker:ack" and its pid, '%' and newlines escaped as %25 and %0A
+ * (lib/einhorn/client.rb). Returns the pid, or 0 if the line is not an ack.
+ */
+static int einhorn_ack_pid(const char *line)
+{
+	char text[CONTROL_REQUEST_MAX + 1];
+	size_t n = 0;
+	const char *p;
+	long pid;
+
+	for (p = line; *p && n < sizeof(text) - 1; p++) {
+		if (p[0] == '%' && p[1] == '0' && p[2] == 'A') {
+			text[n++] = '\n';
+			p += 2;
+		} else if (p[0] == '%' && p[1] == '2' && p[2] == '5') {
+			text[n++] = '%';
+			p += 2;
+		} else {
+			text[n++] = *p;
+		}
+	}
+	text[n] = '\0';
+	if (!strstr(text, "worker:ack"))
+		return 0;
+	p = strstr(text, "pid");
+	if (!p)
+		return 0;
+	p += strcspn(p, "0123456789\n");
+	if (*p < '0' || *p > '9')
+		return 0;
+	pid = strtol(p, NULL, 10);
+	return pid > 0 && pid <= INT32_MAX ? (int)pid : 0;
+}
+
+static void on_einhorn(void *userdata, struct control_client *cl, const char *line)
+{
+	struct batond *b = userdata;
+	int pid = einhorn_ack_pid(line);
+	const struct rollout_worker *w = pid > 0 ? notify_sender(b, pid) : NULL;
+
+	/* einhorn closes the connection after an ack without answering; so do we. */
+	control_reply(cl, "");
+	if (!w) {
+		log_debug("einhorn socket: ignoring '%s'", line);
+		return;
+	}
+	log_debug("generation %u worker %u (pid %d): worker:ack", w->gen, w->index, w->pid);
+	if (b->cfg.ready_einhorn) {
+		struct rollout_event ev = {
+			.type = ROLLOUT_WORKER_READY,
+			.now_usec = now_usec(),
+			.pid = w->pid,
+		};
+
+		(void)batond_feed(b, &ev);
+	}
+}
+
+static int einhorn_open(struct batond *b)
+{
+	int r;
+
+	if (!(b->cfg.pass & SPAWN_PASS_EINHORN))
+		return 0;
+	/* Beside the control socket; a private directory of our own if there is none. */
+	if (b->control_path[0]) {
+		r = snprintf(b->einhorn_path, sizeof(b->einhorn_path), "%s.einhorn",
+			     b->control_path);
+		if (r < 0 || (size_t)r >= sizeof(b->einhorn_path))
+			return log_error_errno(-ENAMETOOLONG, "einhorn socket for %s",
+					       b->control_path);
+	} else {
+		char dir[] = "/tmp/baton-einhorn.XXXXXX";
+
+		if (!mkdtemp(dir))
+			return log_error_errno(-errno, "einhorn socket directory");
+		(void)snprintf(b->einhorn_path, sizeof(b->einhorn_path), "%s/sock", dir);
+	}
+	r = control_new(b->event, b->einhorn_path, -1, on_einhorn, b, &b->einhorn);
+	if (r < 0)
+		return log_error_errno(r, "einhorn socket %s", b->einhorn_path);
+	return 0;
+}
+
 static int control_open(struct batond *b)
 {
 	int r;
@@ -1277,6 +1370,9 @@ static int run(struct batond *b)
 	r = control_open(b);
 	if (r < 0)
 		return r;
+	r = einhorn_open(b);
+	if (r < 0)
+		return r;
 
 	if (b->cfg.pid_file) {
 		r = pid_file_write(b->cfg.pid_file);
@@ -1314,6 +1410,7 @@ static void batond_done(struct batond *b)
 	if (b->pid_file_written)
 		(void)unlink(b->cfg.pid_file);
 	b->control = control_free(b->control, false);
+	b->einhorn = control_free(b->einhorn, false);
 	b->timer = sd_event_source_unref(b->timer);
 	b->stop_timer = sd_event_source_unref(b->stop_timer);
 	b->notify_source = sd_event_source_unref(b->notify_source);

@@ -2,6 +2,7 @@
 /* spawn.c - fork/exec workers: fd layout, environment, signal state, process group. */
 #include "spawn.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -31,8 +32,18 @@ struct kernel_sigaction {
 #define PID_DIGITS_MAX	  20 /* digits of the largest pid_t, and then some */
 
 static const char *const drop_prefixes[] = {
-	"LISTEN_FDS=",	  "LISTEN_PID=",   "LISTEN_FDNAMES=", "NOTIFY_SOCKET=",
-	"WATCHDOG_USEC=", "WATCHDOG_PID=", "BATON_",	      "FDSTORE=",
+	"LISTEN_FDS=",
+	"LISTEN_PID=",
+	"LISTEN_FDNAMES=",
+	"NOTIFY_SOCKET=",
+	"WATCHDOG_USEC=",
+	"WATCHDOG_PID=",
+	"BATON_",
+	"FDSTORE=",
+	"EINHORN_",
+	"SERVER_STARTER_PORT=",
+	"SERVER_STARTER_GENERATION=",
+	"NGINX=",
 };
 
 static bool dropped(const char *kv)
@@ -92,6 +103,96 @@ static int push_names(char **envp, size_t *n, const struct spawn_env *e)
 	return 0;
 }
 
+/*
+ * einhorn (lib/einhorn/command.rb): EINHORN_FD_COUNT, EINHORN_FD_<i>, the deprecated
+ * space-separated EINHORN_FDS, EINHORN_CHILD_INDEX, and EINHORN_MASTER_PID, which its worker
+ * library requires to be its parent's pid: the workers are batond's direct children.
+ */
+static int push_einhorn(char **envp, size_t *n, const struct spawn_env *e)
+{
+	char fds[SPAWN_MAX_FDS * 5];
+	size_t off = 0;
+	int r;
+
+	r = pushf(envp, n, "EINHORN_FD_COUNT=%zu", e->n_listeners);
+	for (size_t i = 0; i < e->n_listeners && r >= 0; i++) {
+		r = pushf(envp, n, "EINHORN_FD_%zu=%zu", i, 3 + i);
+		off += (size_t)snprintf(fds + off, sizeof(fds) - off, "%s%zu", i ? " " : "", 3 + i);
+	}
+	fds[off] = '\0';
+	if (r >= 0)
+		r = pushf(envp, n, "EINHORN_FDS=%s", fds);
+	if (r >= 0)
+		r = pushf(envp, n, "EINHORN_CHILD_INDEX=%u", e->index);
+	if (r >= 0)
+		r = pushf(envp, n, "EINHORN_MASTER_PID=%d", e->master_pid);
+	if (r >= 0 && e->einhorn_sock)
+		r = pushf(envp, n, "EINHORN_SOCK_PATH=%s", e->einhorn_sock);
+	return r;
+}
+
+void spawn_server_starter_key(const struct listener *l, char *buf, size_t size)
+{
+	const union listener_addr *a = &l->addr;
+	char host[INET6_ADDRSTRLEN];
+
+	switch (a->sa.sa_family) {
+	case AF_INET:
+		if (a->in.sin_addr.s_addr == htonl(INADDR_ANY)) {
+			(void)snprintf(buf, size, "%u", ntohs(a->in.sin_port));
+		} else {
+			(void)inet_ntop(AF_INET, &a->in.sin_addr, host, sizeof(host));
+			(void)snprintf(buf, size, "%s:%u", host, ntohs(a->in.sin_port));
+		}
+		return;
+	case AF_INET6:
+		(void)inet_ntop(AF_INET6, &a->in6.sin6_addr, host, sizeof(host));
+		(void)snprintf(buf, size, "[%s]:%u", host, ntohs(a->in6.sin6_port));
+		return;
+	default:
+		/* listener_format() gives "unix:/path" or "unix:@name": Server::Starter has the path. */
+		(void)snprintf(buf, size, "%s", l->spec + strlen("unix:"));
+		return;
+	}
+}
+
+/* Server::Starter (lib/Server/Starter.pm): "key=fd;key=fd", generations counted from 1. */
+static int push_server_starter(char **envp, size_t *n, const struct spawn_env *e)
+{
+	_cleanup_free_ char *v = NULL;
+	size_t size = 32, off = 0;
+	int r;
+
+	for (size_t i = 0; i < e->n_listeners; i++)
+		size += LISTENER_SPEC_MAX + 8;
+	v = malloc(size);
+	if (!v)
+		return -ENOMEM;
+	v[0] = '\0';
+	for (size_t i = 0; i < e->n_listeners; i++) {
+		char key[LISTENER_SPEC_MAX];
+
+		spawn_server_starter_key(&e->listeners[i], key, sizeof(key));
+		off += (size_t)snprintf(v + off, size - off, "%s%s=%zu", i ? ";" : "", key, 3 + i);
+	}
+	r = pushf(envp, n, "SERVER_STARTER_PORT=%s", v);
+	if (r >= 0)
+		r = pushf(envp, n, "SERVER_STARTER_GENERATION=%u", e->gen);
+	return r;
+}
+
+/* nginx (src/core/nginx.c, ngx_add_inherited_sockets): every fd followed by ';'. */
+static int push_nginx(char **envp, size_t *n, const struct spawn_env *e)
+{
+	char v[SPAWN_MAX_FDS * 5 + 1];
+	size_t off = 0;
+
+	v[0] = '\0';
+	for (size_t i = 0; i < e->n_listeners; i++)
+		off += (size_t)snprintf(v + off, sizeof(v) - off, "%zu;", 3 + i);
+	return pushf(envp, n, "NGINX=%s", v);
+}
+
 static void spawn_env_freep(char ***envp)
 {
 	*envp = spawn_env_free(*envp);
@@ -101,6 +202,7 @@ int spawn_env_build(char *const *base, const struct spawn_env *e, char ***ret_en
 {
 	_cleanup_(spawn_env_freep) char **envp = NULL;
 	const char *preload_base = NULL;
+	unsigned pass = e->pass ? e->pass : SPAWN_PASS_ENV; /* none given: systemd's */
 	size_t n_base = 0, n = 0;
 	int r;
 
@@ -109,7 +211,7 @@ int spawn_env_build(char *const *base, const struct spawn_env *e, char ***ret_en
 	while (base && base[n_base])
 		n_base++;
 	/* calloc() keeps the array NULL-terminated after each push, so a partial one frees. */
-	envp = calloc(n_base + SPAWN_ENV_ADDED + 1, sizeof(char *));
+	envp = calloc(n_base + SPAWN_ENV_ADDED + e->n_listeners + 1, sizeof(char *));
 	if (!envp)
 		return -ENOMEM;
 	for (size_t i = 0; i < n_base; i++) {
@@ -125,12 +227,21 @@ int spawn_env_build(char *const *base, const struct spawn_env *e, char ***ret_en
 		n++;
 	}
 
-	r = pushf(envp, &n, "LISTEN_FDS=%zu", e->n_listeners);
-	/* Filled in by the child, which alone knows its pid; padded so it never grows. */
-	if (r >= 0)
-		r = pushf(envp, &n, LISTEN_PID_PREFIX "%*s", PID_DIGITS_MAX, "");
-	if (r >= 0)
-		r = push_names(envp, &n, e);
+	r = 0;
+	if (pass & SPAWN_PASS_ENV) {
+		r = pushf(envp, &n, "LISTEN_FDS=%zu", e->n_listeners);
+		/* Filled in by the child, which alone knows its pid; padded so it never grows. */
+		if (r >= 0)
+			r = pushf(envp, &n, LISTEN_PID_PREFIX "%*s", PID_DIGITS_MAX, "");
+		if (r >= 0)
+			r = push_names(envp, &n, e);
+	}
+	if (r >= 0 && (pass & SPAWN_PASS_EINHORN))
+		r = push_einhorn(envp, &n, e);
+	if (r >= 0 && (pass & SPAWN_PASS_SERVER_STARTER))
+		r = push_server_starter(envp, &n, e);
+	if (r >= 0 && (pass & SPAWN_PASS_NGINX))
+		r = push_nginx(envp, &n, e);
 	if (r >= 0 && e->notify_socket)
 		r = pushf(envp, &n, "NOTIFY_SOCKET=%s", e->notify_socket);
 	if (r >= 0)

@@ -16,9 +16,25 @@ struct spawn_env {
 	const char *notify_socket; /* NOTIFY_SOCKET value, or NULL */
 	const char *preload;	   /* library put first in LD_PRELOAD, or NULL */
 	unsigned gen, index;
+	unsigned pass;		  /* SPAWN_PASS_*: how the listeners are described */
+	int master_pid;		  /* batond's pid, for EINHORN_MASTER_PID */
+	const char *einhorn_sock; /* EINHORN_SOCK_PATH, or NULL */
 };
 
-#define SPAWN_ENV_ADDED 7 /* variables spawn_env_build() adds to the base environment */
+/* Hand-off formats (--pass); several may be combined. */
+#define SPAWN_PASS_ENV		  0x1u /* systemd: LISTEN_FDS, LISTEN_PID, LISTEN_FDNAMES */
+#define SPAWN_PASS_EINHORN	  0x2u /* EINHORN_FD_COUNT, EINHORN_FD_<n>, EINHORN_FDS, ... */
+#define SPAWN_PASS_SERVER_STARTER 0x4u /* SERVER_STARTER_PORT, SERVER_STARTER_GENERATION */
+#define SPAWN_PASS_NGINX	  0x8u /* NGINX="3;4;" */
+
+/*
+ * The SERVER_STARTER_PORT key of a listener, as Server::Starter writes it: "PORT" for an IPv4
+ * wildcard, "HOST:PORT", "[V6]:PORT", or the Unix path ("@name" for an abstract socket).
+ */
+void spawn_server_starter_key(const struct listener *l, char *buf, size_t size);
+
+/* Variables spawn_env_build() adds to the base environment, beyond one per listener. */
+#define SPAWN_ENV_ADDED 16
 
 /*
  * Builds the environment of a worker: a copy of base (batond's environ) without variables that
