@@ -34,7 +34,7 @@ CFLAGS_CHK  = $(shell $(PKG_CONFIG) --cflags check 2>/dev/null)
 
 PROTO_SRC	:= proto/duration.c proto/fdpass.c proto/proto.c
 SUPERVISOR_LIB	:= supervisor/config.c supervisor/drain.c supervisor/listener.c supervisor/log.c \
-		   supervisor/sysd.c supervisor/upgrade.c supervisor/control.c \
+		   supervisor/sysd.c supervisor/upgrade.c supervisor/control.c supervisor/listening.c \
 		   supervisor/notify.c supervisor/rollout.c supervisor/spawn.c
 UNIT_SRC	:= $(sort $(wildcard tests/unit/*.c))
 

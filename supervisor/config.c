@@ -41,7 +41,9 @@ void config_help(FILE *f)
 		"      --backlog N              accept queue length for stream listeners (4096)\n"
 		"  -n, --workers N              workers per generation (1)\n"
 		"      --batch K                replace K workers at a time on reload (all)\n"
-		"      --ready MODE             notify (READY=1 via NOTIFY_SOCKET), einhorn-ack,\n"
+		"      --ready MODE             notify (READY=1 via NOTIFY_SOCKET), listening "
+		"(waits\n"
+		"                               on a listener, seen in /proc), einhorn-ack,\n"
 		"                               delay:DUR, none (notify)\n"
 		"      --pass FORMATS           how workers learn their listeners: env (systemd's\n"
 		"                               LISTEN_FDS), einhorn, server-starter, nginx;\n"
@@ -405,14 +407,15 @@ int config_parse(int argc, char **argv, struct config *c)
 		case OPT_READY:
 			/* einhorn's own readiness: the worker's "worker:ack" on its socket. */
 			c->ready_einhorn = strcmp(optarg, "einhorn-ack") == 0;
-			if (c->ready_einhorn) {
+			c->ready_listening = strcmp(optarg, "listening") == 0;
+			if (c->ready_einhorn || c->ready_listening) {
 				c->rollout.ready_mode = ROLLOUT_READY_NOTIFY;
 				break;
 			}
 			if (config_parse_ready(optarg, &c->rollout.ready_mode,
 					       &c->rollout.ready_delay_usec) < 0)
 				return usage_error("invalid --ready '%s': expected notify, "
-						   "einhorn-ack, delay:DURATION or none",
+						   "listening, einhorn-ack, delay:DURATION or none",
 						   optarg);
 			break;
 		case OPT_READY_TIMEOUT:

@@ -38,6 +38,7 @@ struct config {
 	const char *name;    /* --name: the instance, for the default control socket path */
 	unsigned pass;	     /* SPAWN_PASS_* formats (--pass), SPAWN_PASS_ENV by default */
 	bool ready_einhorn;  /* --ready einhorn-ack: worker:ack on EINHORN_SOCK_PATH */
+	bool ready_listening; /* --ready listening: waits on a listener, as /proc shows */
 };
 
 enum {

@@ -23,6 +23,7 @@
 #include "control.h"
 #include "drain.h"
 #include "listener.h"
+#include "listening.h"
 #include "log.h"
 #include "notify.h"
 #include "rollout.h"
@@ -70,6 +71,10 @@ struct batond {
 	bool adopted; /* this image took over from an older one */
 	int adopted_control_fd;
 
+	/* --ready listening: a look at /proc every READY_POLL_USEC while a worker starts. */
+	sd_event_source *ready_poll;
+	ino_t listen_inodes[CONFIG_MAX_LISTENERS];
+
 	/* einhorn's command socket (--pass einhorn): workers send worker:ack there. */
 	struct control *einhorn;
 	char einhorn_path[108];
@@ -83,6 +88,8 @@ struct batond {
 	uint64_t last_reload_usec; /* 0: no reload yet */
 	char last_reload_text[512];
 };
+
+#define READY_POLL_USEC (50 * 1000) /* between looks at starting workers, --ready listening */
 
 #define CONTROL_WAIT_NEXT (-1L) /* a waiting "reload": the next generation that starts */
 
@@ -106,6 +113,52 @@ static void enqueue(struct batond *b, const struct rollout_event *ev)
 	if (b->queue_len >= QUEUE_MAX)
 		abort();
 	b->queue[(b->queue_head + b->queue_len++) % QUEUE_MAX] = *ev;
+}
+
+static void ready_poll_arm(struct batond *b)
+{
+	uint64_t now = now_usec();
+
+	if (!b->ready_poll || !b->cfg.ready_listening)
+		return;
+	if (sd_event_source_set_time(b->ready_poll, now + READY_POLL_USEC) < 0 ||
+	    sd_event_source_set_enabled(b->ready_poll, SD_EVENT_ONESHOT) < 0)
+		log_error("arm the readiness poll: workers will be ready only at their timeout");
+}
+
+static int batond_feed(struct batond *b, const struct rollout_event *ev);
+
+/* --ready listening: a starting worker is ready once it (or a child) waits on a listener. */
+static int on_ready_poll(sd_event_source *s, uint64_t usec, void *userdata)
+{
+	struct batond *b = userdata;
+	bool starting = false;
+
+	(void)s;
+	(void)usec;
+	for (unsigned i = 0; rollout_worker_at(b->rollout, i); i++) {
+		const struct rollout_worker *w = rollout_worker_at(b->rollout, i);
+		struct rollout_event ev = { .type = ROLLOUT_WORKER_READY };
+		int r;
+
+		if (w->state != ROLLOUT_W_STARTING)
+			continue;
+		r = listening_check(w->pgid, b->listen_inodes, b->cfg.n_listeners);
+		if (r < 0)
+			log_debug("look at worker pid %d in /proc: %s", w->pid, strerror(-r));
+		if (r <= 0) {
+			starting = true;
+			continue;
+		}
+		log_debug("generation %u worker %u (pid %d): waits on a listener", w->gen, w->index,
+			  w->pid);
+		ev.now_usec = now_usec();
+		ev.pid = w->pid;
+		(void)batond_feed(b, &ev);
+	}
+	if (starting)
+		ready_poll_arm(b);
+	return 0;
 }
 
 static void run_spawn(struct batond *b, const struct rollout_action *a)
@@ -144,6 +197,7 @@ static void run_spawn(struct batond *b, const struct rollout_action *a)
 		ev.pid = pid;
 		if (a->worker < ROLLOUT_MAX_RECORDS)
 			b->extra[a->worker] = (struct worker_extra){ 0 };
+		ready_poll_arm(b);
 	}
 	enqueue(b, &ev);
 }
@@ -548,7 +602,8 @@ static int on_notify(sd_event_source *s, int fd, uint32_t revents, void *userdat
 				(void)batond_feed(b, &ev);
 			}
 		}
-		if (m.ready) {
+		/* READY=1 counts only where it is the readiness asked for (--ready notify). */
+		if (m.ready && !b->cfg.ready_listening && !b->cfg.ready_einhorn) {
 			struct rollout_event ev = {
 				.type = ROLLOUT_WORKER_READY,
 				.now_usec = now_usec(),
@@ -1361,6 +1416,17 @@ static int run(struct batond *b)
 	if (r < 0)
 		return log_error_errno(r, "create timer");
 	(void)sd_event_source_set_enabled(b->timer, SD_EVENT_OFF);
+	r = sd_event_add_time(b->event, &b->ready_poll, CLOCK_MONOTONIC, UINT64_MAX, 1000,
+			      on_ready_poll, b);
+	if (r < 0)
+		return log_error_errno(r, "create readiness poll timer");
+	(void)sd_event_source_set_enabled(b->ready_poll, SD_EVENT_OFF);
+	for (size_t i = 0; i < b->cfg.n_listeners; i++) {
+		struct stat st;
+
+		if (fstat(b->cfg.listeners[i].fd, &st) == 0)
+			b->listen_inodes[i] = st.st_ino;
+	}
 	r = sd_event_add_time(b->event, &b->stop_timer, CLOCK_MONOTONIC, UINT64_MAX, 1000,
 			      on_stop_timer, b);
 	if (r < 0)
@@ -1413,6 +1479,7 @@ static void batond_done(struct batond *b)
 	b->einhorn = control_free(b->einhorn, false);
 	b->timer = sd_event_source_unref(b->timer);
 	b->stop_timer = sd_event_source_unref(b->stop_timer);
+	b->ready_poll = sd_event_source_unref(b->ready_poll);
 	b->notify_source = sd_event_source_unref(b->notify_source);
 	b->event = sd_event_unref(b->event);
 	close_fdp(&b->notify_fd);

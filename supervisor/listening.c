@@ -1,0 +1,208 @@
+/* SPDX-License-Identifier: MIT */
+/* listening.c - find out from /proc whether a worker waits on our listeners (--ready listening). */
+#include "listening.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <poll.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/select.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include "cleanup.h"
+
+#define LISTENING_MAX_POLLFDS 4096 /* pollfds read from a process blocked in poll() */
+
+static void closedirp(DIR **d)
+{
+	if (*d)
+		(void)closedir(*d);
+}
+
+static void fclosep(FILE **f)
+{
+	if (*f)
+		(void)fclose(*f);
+}
+
+static bool inode_wanted(ino_t ino, const ino_t *inodes, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (inodes[i] == ino)
+			return true;
+	return false;
+}
+
+/* The socket inode behind fd of process pid, or 0. */
+static ino_t fd_inode(pid_t pid, long fd)
+{
+	char path[64], link[64];
+	ssize_t n;
+	unsigned long ino;
+
+	(void)snprintf(path, sizeof(path), "/proc/%d/fd/%ld", (int)pid, fd);
+	n = readlink(path, link, sizeof(link) - 1);
+	if (n <= 0)
+		return 0;
+	link[n] = '\0';
+	if (sscanf(link, "socket:[%lu]", &ino) != 1)
+		return 0;
+	return (ino_t)ino;
+}
+
+/* An epoll fd's fdinfo has one "tfd: N events: E data: D pos:P ino:I sdev:S" line per target. */
+static bool epoll_watches(pid_t pid, const char *fd, const ino_t *inodes, size_t n)
+{
+	_cleanup_(fclosep) FILE *f = NULL;
+	char path[300], line[256];
+
+	(void)snprintf(path, sizeof(path), "/proc/%d/fdinfo/%s", (int)pid, fd);
+	f = fopen(path, "re");
+	if (!f)
+		return false;
+	while (fgets(line, sizeof(line), f)) {
+		const char *p = strstr(line, " ino:");
+		unsigned long ino;
+
+		if (strncmp(line, "tfd:", 4) != 0 || !p)
+			continue;
+		if (sscanf(p, " ino:%lx", &ino) == 1 && inode_wanted((ino_t)ino, inodes, n))
+			return true;
+	}
+	return false;
+}
+
+static bool read_remote(pid_t pid, uintptr_t addr, void *buf, size_t len)
+{
+	struct iovec local = { .iov_base = buf, .iov_len = len };
+	struct iovec remote = { .iov_base = (void *)addr, .iov_len = len };
+
+	return process_vm_readv(pid, &local, 1, &remote, 1, 0) == (ssize_t)len;
+}
+
+/* A thread blocked in accept/poll/select: /proc/PID/task/TID/syscall names the call and args. */
+static bool thread_waits(pid_t pid, pid_t tid, const ino_t *inodes, size_t n)
+{
+	_cleanup_(fclosep) FILE *f = NULL;
+	char path[64];
+	long nr;
+	unsigned long a[6];
+
+	(void)snprintf(path, sizeof(path), "/proc/%d/task/%d/syscall", (int)pid, (int)tid);
+	f = fopen(path, "re");
+	if (!f || fscanf(f, "%ld %lx %lx %lx %lx %lx %lx", &nr, &a[0], &a[1], &a[2], &a[3], &a[4],
+			 &a[5]) != 7)
+		return false;
+	switch (nr) {
+#ifdef SYS_accept
+	case SYS_accept:
+#endif
+	case SYS_accept4:
+		return inode_wanted(fd_inode(pid, (long)a[0]), inodes, n);
+#ifdef SYS_poll
+	case SYS_poll:
+#endif
+	case SYS_ppoll: {
+		size_t count = a[1] < LISTENING_MAX_POLLFDS ? a[1] : LISTENING_MAX_POLLFDS;
+		_cleanup_free_ struct pollfd *fds = calloc(count ? count : 1, sizeof(*fds));
+
+		if (!fds || !read_remote(pid, a[0], fds, count * sizeof(*fds)))
+			return false;
+		for (size_t i = 0; i < count; i++)
+			if (fds[i].fd >= 0 && (fds[i].events & POLLIN) &&
+			    inode_wanted(fd_inode(pid, fds[i].fd), inodes, n))
+				return true;
+		return false;
+	}
+#ifdef SYS_select
+	case SYS_select:
+#endif
+	case SYS_pselect6: {
+		fd_set set;
+		long nfds = (long)a[0] < FD_SETSIZE ? (long)a[0] : FD_SETSIZE;
+
+		if (a[1] == 0 || nfds <= 0 || !read_remote(pid, a[1], &set, sizeof(set)))
+			return false;
+		for (long fd = 0; fd < nfds; fd++)
+			if (FD_ISSET(fd, &set) && inode_wanted(fd_inode(pid, fd), inodes, n))
+				return true;
+		return false;
+	}
+	default:
+		return false;
+	}
+}
+
+static bool process_waits(pid_t pid, const ino_t *inodes, size_t n)
+{
+	_cleanup_(closedirp) DIR *fds = NULL;
+	_cleanup_(closedirp) DIR *tasks = NULL;
+	char path[64];
+	struct dirent *de;
+
+	(void)snprintf(path, sizeof(path), "/proc/%d/fd", (int)pid);
+	fds = opendir(path);
+	while (fds && (de = readdir(fds))) {
+		char link[64], p[300];
+		ssize_t len;
+
+		if (de->d_name[0] == '.')
+			continue;
+		(void)snprintf(p, sizeof(p), "/proc/%d/fd/%s", (int)pid, de->d_name);
+		len = readlink(p, link, sizeof(link) - 1);
+		if (len <= 0)
+			continue;
+		link[len] = '\0';
+		if (strcmp(link, "anon_inode:[eventpoll]") == 0 &&
+		    epoll_watches(pid, de->d_name, inodes, n))
+			return true;
+	}
+	(void)snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
+	tasks = opendir(path);
+	while (tasks && (de = readdir(tasks))) {
+		if (de->d_name[0] == '.')
+			continue;
+		if (thread_waits(pid, (pid_t)atoi(de->d_name), inodes, n))
+			return true;
+	}
+	return false;
+}
+
+int listening_check(pid_t pgid, const ino_t *inodes, size_t n_inodes)
+{
+	_cleanup_(closedirp) DIR *proc = opendir("/proc");
+	struct dirent *de;
+	unsigned seen = 0;
+
+	if (!proc)
+		return -errno;
+	while ((de = readdir(proc)) && seen < LISTENING_MAX_PROCS) {
+		char path[64], stat[512];
+		pid_t pid = (pid_t)atoi(de->d_name);
+		_cleanup_(fclosep) FILE *f = NULL;
+		const char *p;
+		int pg;
+
+		if (pid <= 0)
+			continue;
+		(void)snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+		f = fopen(path, "re");
+		if (!f || !fgets(stat, sizeof(stat), f))
+			continue;
+		/* After the command name in parentheses: state, ppid, pgrp. */
+		p = strrchr(stat, ')');
+		if (!p || sscanf(p + 1, " %*c %*d %d", &pg) != 1 || pg != pgid)
+			continue;
+		seen++;
+		if (process_waits(pid, inodes, n_inodes))
+			return 1;
+	}
+	return 0;
+}
