@@ -35,7 +35,8 @@ CFLAGS_CHK  = $(shell $(PKG_CONFIG) --cflags check 2>/dev/null)
 PROTO_SRC	:= proto/duration.c proto/fdpass.c proto/proto.c
 SUPERVISOR_LIB	:= supervisor/config.c supervisor/drain.c supervisor/listener.c supervisor/log.c \
 		   supervisor/sysd.c supervisor/upgrade.c supervisor/control.c supervisor/listening.c \
-		   supervisor/notify.c supervisor/rollout.c supervisor/spawn.c
+		   supervisor/notify.c supervisor/rollout.c supervisor/spawn.c \
+		   supervisor/channel.c supervisor/fdsock.c
 UNIT_SRC	:= $(sort $(wildcard tests/unit/*.c))
 
 PROGRAMS := $(BUILD)/batond $(BUILD)/batonctl $(BUILD)/example-httpd $(BUILD)/loadgen

@@ -14,6 +14,7 @@ Suite *notify_suite(void);
 Suite *rollout_suite(void);
 Suite *proto_suite(void);
 Suite *upgrade_suite(void);
+Suite *channel_suite(void);
 
 /* Number of open fds of this process, from /proc/self/fd; tests compare it before and after. */
 int unit_count_fds(void);
