@@ -15,6 +15,7 @@
 
 #include "duration.h"
 #include "log.h"
+#include "fdsock.h"
 #include "spawn.h"
 #include "upgrade.h"
 
@@ -47,7 +48,12 @@ void config_help(FILE *f)
 		"                               delay:DUR, none (notify)\n"
 		"      --pass FORMATS           how workers learn their listeners: env (systemd's\n"
 		"                               LISTEN_FDS), einhorn, server-starter, nginx;\n"
-		"                               comma-separated (env)\n"
+		"                               comma-separated (env); or scm alone: listeners\n"
+		"                               over a channel (BATON_FD), for libbaton workers\n"
+		"      --fd-socket PATH         let other processes fetch the listeners "
+		"(libbaton)\n"
+		"      --fd-allow UID|@GROUP    who else may use --fd-socket (root and our uid "
+		"may)\n"
 		"      --ready-timeout DUR      spawn-to-ready limit per worker (60s)\n"
 		"      --drain-signal SIG       signal that asks a worker to drain (TERM; USR2\n"
 		"                               with --pass einhorn, QUIT with --pass nginx)\n"
@@ -138,7 +144,7 @@ int config_parse_pass(const char *s, unsigned *ret)
 	} formats[] = {
 		{ "env", SPAWN_PASS_ENV },	   { "systemd", SPAWN_PASS_ENV },
 		{ "einhorn", SPAWN_PASS_EINHORN }, { "server-starter", SPAWN_PASS_SERVER_STARTER },
-		{ "nginx", SPAWN_PASS_NGINX },
+		{ "nginx", SPAWN_PASS_NGINX },	   { "scm", SPAWN_PASS_SCM },
 	};
 	unsigned pass = 0;
 
@@ -305,6 +311,8 @@ int config_parse(int argc, char **argv, struct config *c)
 		OPT_UPGRADE_CHECK,
 		OPT_NAME,
 		OPT_PASS,
+		OPT_FD_SOCKET,
+		OPT_FD_ALLOW,
 	};
 	static const struct option options[] = {
 		{ "listen", required_argument, NULL, 'l' },
@@ -323,6 +331,8 @@ int config_parse(int argc, char **argv, struct config *c)
 		{ "control", required_argument, NULL, 'c' },
 		{ "name", required_argument, NULL, OPT_NAME },
 		{ "pass", required_argument, NULL, OPT_PASS },
+		{ "fd-socket", required_argument, NULL, OPT_FD_SOCKET },
+		{ "fd-allow", required_argument, NULL, OPT_FD_ALLOW },
 		{ UPGRADE_CHECK_OPTION + 2, no_argument, NULL, OPT_UPGRADE_CHECK },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
@@ -400,10 +410,37 @@ int config_parse(int argc, char **argv, struct config *c)
 			break;
 		case OPT_PASS:
 			if (config_parse_pass(optarg, &c->pass) < 0)
-				return usage_error("invalid --pass '%s': expected env, einhorn, "
-						   "server-starter or nginx, comma-separated",
-						   optarg);
+				return usage_error(
+					"invalid --pass '%s': expected env, einhorn, "
+					"server-starter or nginx, comma-separated, or scm",
+					optarg);
 			break;
+		case OPT_FD_SOCKET:
+			if (*optarg == '\0')
+				return usage_error("invalid --fd-socket '': empty path");
+			c->fd_socket = optarg;
+			break;
+		case OPT_FD_ALLOW: {
+			uid_t uid;
+			gid_t gid;
+			bool is_group;
+
+			r = fdsock_parse_allow(optarg, &uid, &gid, &is_group);
+			if (r < 0)
+				return usage_error(
+					"invalid --fd-allow '%s': expected a user (name or "
+					"uid) or @group (name or gid): %s",
+					optarg, strerror(-r));
+			if (c->n_fd_allow_uids >= CONFIG_MAX_ALLOW ||
+			    c->n_fd_allow_gids >= CONFIG_MAX_ALLOW)
+				return usage_error("too many --fd-allow (at most %d)",
+						   CONFIG_MAX_ALLOW);
+			if (is_group)
+				c->fd_allow_gids[c->n_fd_allow_gids++] = gid;
+			else
+				c->fd_allow_uids[c->n_fd_allow_uids++] = uid;
+			break;
+		}
 		case OPT_READY:
 			/* einhorn's own readiness: the worker's "worker:ack" on its socket. */
 			c->ready_einhorn = strcmp(optarg, "einhorn-ack") == 0;
@@ -508,6 +545,12 @@ int config_parse(int argc, char **argv, struct config *c)
 		return usage_error("no worker command: batond [OPTIONS] -- COMMAND [ARG]...");
 	if (!c->pass)
 		c->pass = SPAWN_PASS_ENV;
+	if ((c->pass & SPAWN_PASS_SCM) && c->pass != SPAWN_PASS_SCM)
+		return usage_error("--pass scm goes alone: the listeners travel over the channel");
+	if ((c->pass & SPAWN_PASS_SCM) && c->preload[0])
+		return usage_error("--preload needs the listeners at fds 3..: not with --pass scm");
+	if ((c->n_fd_allow_uids || c->n_fd_allow_gids) && !c->fd_socket)
+		return usage_error("--fd-allow needs --fd-socket");
 	/* The shim learns the listeners from LISTEN_FDS, whatever else the server reads. */
 	if (c->preload[0])
 		c->pass |= SPAWN_PASS_ENV;

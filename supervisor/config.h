@@ -4,11 +4,13 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/types.h>
 #include <stdio.h>
 
 #include "listener.h"
 #include "rollout.h"
 
+#define CONFIG_MAX_ALLOW     64	 /* --fd-allow entries */
 #define CONFIG_MAX_LISTENERS 250 /* fds 3..252; also keeps one SCM_RIGHTS message enough */
 
 #define CONFIG_READY_TIMEOUT_DEFAULT_USEC (UINT64_C(60) * 1000000) /* 60 s */
@@ -38,7 +40,12 @@ struct config {
 	const char *name;    /* --name: the instance, for the default control socket path */
 	unsigned pass;	     /* SPAWN_PASS_* formats (--pass), SPAWN_PASS_ENV by default */
 	bool ready_einhorn;  /* --ready einhorn-ack: worker:ack on EINHORN_SOCK_PATH */
-	bool ready_listening; /* --ready listening: waits on a listener, as /proc shows */
+	bool ready_listening;  /* --ready listening: waits on a listener, as /proc shows */
+	const char *fd_socket; /* --fd-socket PATH, or NULL */
+	uid_t fd_allow_uids[CONFIG_MAX_ALLOW];
+	size_t n_fd_allow_uids;
+	gid_t fd_allow_gids[CONFIG_MAX_ALLOW];
+	size_t n_fd_allow_gids;
 };
 
 enum {

@@ -19,9 +19,11 @@
 #include <systemd/sd-event.h>
 
 #include "cleanup.h"
+#include "channel.h"
 #include "config.h"
 #include "control.h"
 #include "drain.h"
+#include "fdsock.h"
 #include "listener.h"
 #include "listening.h"
 #include "log.h"
@@ -37,6 +39,10 @@ extern char **environ;
 struct worker_extra {
 	char status[NOTIFY_STATUS_MAX]; /* last STATUS= */
 	bool stopping;			/* said STOPPING=1 */
+	struct channel *ch;		/* --pass scm: the worker's channel, until it exits */
+	struct batond *b;		/* for the channel's callbacks */
+	unsigned id;			/* rollout record id */
+	int pid;
 };
 
 struct batond {
@@ -74,6 +80,8 @@ struct batond {
 	/* --ready listening: a look at /proc every READY_POLL_USEC while a worker starts. */
 	sd_event_source *ready_poll;
 	ino_t listen_inodes[CONFIG_MAX_LISTENERS];
+
+	struct fdsock *fdsock; /* --fd-socket */
 
 	/* einhorn's command socket (--pass einhorn): workers send worker:ack there. */
 	struct control *einhorn;
@@ -161,8 +169,56 @@ static int on_ready_poll(sd_event_source *s, uint64_t usec, void *userdata)
 	return 0;
 }
 
+static unsigned record_id(struct batond *b, const struct rollout_worker *w)
+{
+	return (unsigned)(w - rollout_worker_at(b->rollout, 0));
+}
+
+static void on_channel_ready(void *userdata)
+{
+	struct worker_extra *x = userdata;
+	struct rollout_event ev = { .type = ROLLOUT_WORKER_READY, .pid = x->pid };
+
+	/* READY over the channel counts as READY=1 would (--ready notify). */
+	if (x->b->cfg.ready_listening || x->b->cfg.ready_einhorn)
+		return;
+	ev.now_usec = now_usec();
+	(void)batond_feed(x->b, &ev);
+}
+
+static void on_channel_status(void *userdata, uint32_t inflight, const char *text)
+{
+	struct worker_extra *x = userdata;
+
+	(void)snprintf(x->status, sizeof(x->status), "%s (%" PRIu32 " in flight)", text, inflight);
+}
+
+static void on_channel_drained(void *userdata)
+{
+	struct worker_extra *x = userdata;
+
+	log_debug("worker pid %d: drained", x->pid);
+}
+
+static void on_channel_closed(void *userdata, int error)
+{
+	struct worker_extra *x = userdata;
+
+	(void)error; /* the channel logged why */
+	x->ch = channel_free(x->ch);
+}
+
+static const struct channel_ops channel_ops = {
+	.ready = on_channel_ready,
+	.status = on_channel_status,
+	.drained = on_channel_drained,
+	.closed = on_channel_closed,
+};
+
 static void run_spawn(struct batond *b, const struct rollout_action *a)
 {
+	_cleanup_close_ int bfd = -1, wfd = -1;
+	bool scm = b->cfg.pass & SPAWN_PASS_SCM;
 	struct spawn_env se = {
 		.listeners = b->cfg.listeners,
 		.n_listeners = b->cfg.n_listeners,
@@ -180,11 +236,17 @@ static void run_spawn(struct batond *b, const struct rollout_action *a)
 	int r;
 
 	r = spawn_env_build(environ, &se, &envp);
+	if (r >= 0 && scm)
+		r = channel_socketpair(&bfd, &wfd);
 	if (r >= 0) {
-		r = spawn_worker(b->cfg.exec_path, b->cfg.argv, envp, b->listen_fds,
-				 b->cfg.n_listeners, &pid);
+		/* With scm the worker inherits its channel end alone, at fd 3 (BATON_FD). */
+		r = spawn_worker(b->cfg.exec_path, b->cfg.argv, envp, scm ? &wfd : b->listen_fds,
+				 scm ? 1 : b->cfg.n_listeners, &pid);
 		envp = spawn_env_free(envp);
 	}
+	/* Ours must go at once: holding the worker's end would hide its exit from the channel. */
+	close_fdp(&wfd);
+	wfd = -1;
 	ev.now_usec = now_usec();
 	if (r < 0) {
 		log_debug("generation %u worker %u: spawn %s: %s", a->gen, a->index,
@@ -195,8 +257,24 @@ static void run_spawn(struct batond *b, const struct rollout_action *a)
 		log_debug("generation %u worker %u: started pid %d", a->gen, a->index, (int)pid);
 		ev.type = ROLLOUT_WORKER_SPAWNED;
 		ev.pid = pid;
-		if (a->worker < ROLLOUT_MAX_RECORDS)
-			b->extra[a->worker] = (struct worker_extra){ 0 };
+		if (a->worker < ROLLOUT_MAX_RECORDS) {
+			struct worker_extra *x = &b->extra[a->worker];
+
+			x->ch = channel_free(x->ch);
+			*x = (struct worker_extra){ .b = b, .id = a->worker, .pid = pid };
+			if (scm) {
+				char label[CHANNEL_LABEL_MAX];
+
+				(void)snprintf(label, sizeof(label),
+					       "generation %u worker %u (pid %d)", a->gen, a->index,
+					       (int)pid);
+				r = channel_new(b->event, TAKE_FD(bfd), pid, label,
+						b->cfg.listeners, b->cfg.n_listeners, &channel_ops,
+						x, &x->ch);
+				if (r < 0)
+					log_error_errno(r, "%s: channel", label);
+			}
+		}
 		ready_poll_arm(b);
 	}
 	enqueue(b, &ev);
@@ -294,7 +372,15 @@ static void run_action(struct batond *b, const struct rollout_action *a)
 	case ROLLOUT_DO_SPAWN:
 		run_spawn(b, a);
 		break;
-	case ROLLOUT_DO_DRAIN:
+	case ROLLOUT_DO_DRAIN: {
+		const struct rollout_worker *w = rollout_find_pid(b->rollout, a->pid);
+		struct worker_extra *x = w ? &b->extra[record_id(b, w)] : NULL;
+
+		/* Over the channel if the worker has one; the signal otherwise (and at the deadline). */
+		if (x && x->ch && channel_drain(x->ch, b->cfg.rollout.drain_timeout_usec) == 0) {
+			log_debug("sent DRAIN to worker pid %d", a->pid);
+			break;
+		}
 		if (kill(a->pid, b->cfg.drain_signal) < 0 && errno != ESRCH)
 			log_warning_errno(-errno, "send %s to worker pid %d",
 					  sigabbrev_np(b->cfg.drain_signal) ?: "signal", a->pid);
@@ -302,6 +388,7 @@ static void run_action(struct batond *b, const struct rollout_action *a)
 			log_debug("sent SIG%s to worker pid %d",
 				  sigabbrev_np(b->cfg.drain_signal) ?: "?", a->pid);
 		break;
+	}
 	case ROLLOUT_DO_KILL:
 		/* The whole group: a server's own children must not outlive it holding listeners. */
 		r = kill(-a->pgid, SIGKILL);
@@ -507,6 +594,7 @@ static int on_sigchld(sd_event_source *s, const struct signalfd_siginfo *si, voi
 	/* Reap everything: workers, and (as subreaper or PID 1) orphans handed to us. */
 	for (;;) {
 		struct rollout_event ev = { .type = ROLLOUT_WORKER_EXITED };
+		const struct rollout_worker *w;
 		int status;
 		pid_t pid = waitpid(-1, &status, WNOHANG);
 
@@ -515,10 +603,12 @@ static int on_sigchld(sd_event_source *s, const struct signalfd_siginfo *si, voi
 				continue;
 			break;
 		}
-		if (!rollout_find_pid(b->rollout, pid)) {
+		w = rollout_find_pid(b->rollout, pid);
+		if (!w) {
 			log_debug("reaped pid %d (not a worker)", (int)pid);
 			continue;
 		}
+		b->extra[record_id(b, w)].ch = channel_free(b->extra[record_id(b, w)].ch);
 		ev.now_usec = now_usec();
 		ev.pid = pid;
 		ev.signaled = WIFSIGNALED(status);
@@ -540,11 +630,6 @@ static const struct rollout_worker *notify_sender(struct batond *b, pid_t pid)
 	if (pgid > 0)
 		return rollout_find_pgid(b->rollout, pgid);
 	return NULL;
-}
-
-static unsigned record_id(struct batond *b, const struct rollout_worker *w)
-{
-	return (unsigned)(w - rollout_worker_at(b->rollout, 0));
 }
 
 static int on_notify(sd_event_source *s, int fd, uint32_t revents, void *userdata)
@@ -1439,6 +1524,13 @@ static int run(struct batond *b)
 	r = einhorn_open(b);
 	if (r < 0)
 		return r;
+	if (b->cfg.fd_socket) {
+		r = fdsock_new(b->event, b->cfg.fd_socket, b->cfg.listeners, b->cfg.n_listeners,
+			       b->cfg.fd_allow_uids, b->cfg.n_fd_allow_uids, b->cfg.fd_allow_gids,
+			       b->cfg.n_fd_allow_gids, &b->fdsock);
+		if (r < 0)
+			return log_error_errno(r, "fd socket %s", b->cfg.fd_socket);
+	}
 
 	if (b->cfg.pid_file) {
 		r = pid_file_write(b->cfg.pid_file);
@@ -1470,6 +1562,10 @@ static int run(struct batond *b)
 
 static void batond_done(struct batond *b)
 {
+	/* Channels and the fd socket hold no listener of their own, but go first all the same. */
+	for (unsigned i = 0; b->extra && i < ROLLOUT_MAX_RECORDS; i++)
+		b->extra[i].ch = channel_free(b->extra[i].ch);
+	b->fdsock = fdsock_free(b->fdsock);
 	/* The final stop: only now is the last reference to each listener closed. */
 	for (size_t i = 0; i < b->cfg.n_listeners; i++)
 		listener_close(&b->cfg.listeners[i]);

@@ -228,7 +228,10 @@ int spawn_env_build(char *const *base, const struct spawn_env *e, char ***ret_en
 	}
 
 	r = 0;
-	if (pass & SPAWN_PASS_ENV) {
+	/* The channel is the worker's only inherited fd; the listeners come over it. */
+	if (pass & SPAWN_PASS_SCM)
+		r = pushf(envp, &n, "BATON_FD=3");
+	if (r >= 0 && (pass & SPAWN_PASS_ENV)) {
 		r = pushf(envp, &n, "LISTEN_FDS=%zu", e->n_listeners);
 		/* Filled in by the child, which alone knows its pid; padded so it never grows. */
 		if (r >= 0)

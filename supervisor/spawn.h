@@ -22,10 +22,11 @@ struct spawn_env {
 };
 
 /* Hand-off formats (--pass); several may be combined. */
-#define SPAWN_PASS_ENV		  0x1u /* systemd: LISTEN_FDS, LISTEN_PID, LISTEN_FDNAMES */
-#define SPAWN_PASS_EINHORN	  0x2u /* EINHORN_FD_COUNT, EINHORN_FD_<n>, EINHORN_FDS, ... */
-#define SPAWN_PASS_SERVER_STARTER 0x4u /* SERVER_STARTER_PORT, SERVER_STARTER_GENERATION */
-#define SPAWN_PASS_NGINX	  0x8u /* NGINX="3;4;" */
+#define SPAWN_PASS_ENV		  0x1u	/* systemd: LISTEN_FDS, LISTEN_PID, LISTEN_FDNAMES */
+#define SPAWN_PASS_EINHORN	  0x2u	/* EINHORN_FD_COUNT, EINHORN_FD_<n>, EINHORN_FDS, ... */
+#define SPAWN_PASS_SERVER_STARTER 0x4u	/* SERVER_STARTER_PORT, SERVER_STARTER_GENERATION */
+#define SPAWN_PASS_NGINX	  0x8u	/* NGINX="3;4;" */
+#define SPAWN_PASS_SCM		  0x10u /* BATON_FD=3: a channel to batond, nothing else (alone) */
 
 /*
  * The SERVER_STARTER_PORT key of a listener, as Server::Starter writes it: "PORT" for an IPv4

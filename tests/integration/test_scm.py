@@ -1,0 +1,64 @@
+# SPDX-License-Identifier: MIT
+"""test_scm.py - --pass scm: listeners over the channel, READY and DRAIN over it too."""
+import os
+import signal
+import socket
+import struct
+import sys
+import tempfile
+
+from harness import Batond, Load, alive, bin_path, check, target_of, wait_for
+from scm_worker import LISTENERS, HELLO, message, receive
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+WORKER = [sys.executable, os.path.join(HERE, "scm_worker.py")]
+
+
+def test_scm_workers_get_their_listeners_over_the_channel_through_reloads():
+    with tempfile.TemporaryDirectory() as d:
+        b = Batond(["-l", "127.0.0.1:0", "-l", f"unix:{d}/s.sock", "--pass", "scm", "-n", "2",
+                    "-v"], WORKER)
+        try:
+            addr = b.address()
+            b.wait_log(r"generation 1: 2/2 workers ready")
+            w = b.workers()[0]
+            # Only the channel was inherited (plus what the worker opened itself).
+            check(os.readlink(f"/proc/{w}/fd/3").startswith("socket:"), "no channel at fd 3")
+            load = Load(target_of(addr), duration="120s", threads=4)
+            try:
+                for gen in range(2, 7):
+                    old = set(b.workers())
+                    mark = b.mark()
+                    b.signal(signal.SIGHUP)
+                    b.wait_log(rf"generation {gen}: .*reload done", start=mark)
+                    wait_for(lambda: not any(alive(p) for p in old), "old generation to exit")
+                load.proc.send_signal(signal.SIGINT)
+                res = load.result()
+            finally:
+                load.kill()
+            check(res["failed"] == 0 and res["ok"] > 0, res)
+            check(b.count(r"sent DRAIN to worker pid") >= 10, "DRAIN did not go over the channel")
+            check(b.count(r"sent SIGTERM to worker pid") == 0, "the signal was used instead")
+        finally:
+            b.cleanup()
+
+
+def test_fd_socket_hands_the_listeners_to_a_process_batond_did_not_spawn():
+    with tempfile.TemporaryDirectory() as d:
+        b = Batond(["-l", "web=127.0.0.1:0", "--fd-socket", f"{d}/fd.sock", "--ready", "none"],
+                   ["sleep", "600"])
+        try:
+            addr = b.address("web")
+            b.wait_log(r"generation 1: 1/1 workers ready")
+            c = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            c.connect(f"{d}/fd.sock")
+            c.sendall(message(HELLO, struct.pack("<IHH", os.getpid(), 2, 0)))
+            kind, body, fds = receive(c)
+            c.close()
+            check(kind == LISTENERS and len(fds) == 1, f"{kind} {fds}")
+            s = socket.socket(fileno=fds[0])
+            check(target_of(addr).endswith(":%d" % s.getsockname()[1]), "another socket")
+            check(b"web" in body and b"tcp://127.0.0.1:" in body, body)
+            s.close()
+        finally:
+            b.cleanup()
