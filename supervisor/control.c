@@ -54,7 +54,9 @@ static void client_free(struct control_client *cl)
 			break;
 		}
 	}
-	c->n_clients--;
+	/* A slot is free again: take the next connection waiting in the backlog. */
+	if (c->n_clients-- == CONTROL_MAX_CLIENTS)
+		(void)sd_event_source_set_enabled(c->source, SD_EVENT_ON);
 	sd_event_source_disable_unref(cl->source);
 	close_fdp(&cl->fd);
 	free(cl->out);
@@ -190,7 +192,8 @@ static int on_accept(sd_event_source *s, int fd, uint32_t revents, void *userdat
 		c->clients = cl;
 		c->n_clients++;
 	}
-	/* Full: the rest wait in the listen backlog until a client leaves. */
+	/* Full: the rest wait in the listen backlog, and we sleep until a client leaves. */
+	(void)sd_event_source_set_enabled(c->source, SD_EVENT_OFF);
 	return 0;
 }
 
