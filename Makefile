@@ -39,7 +39,8 @@ SUPERVISOR_LIB	:= supervisor/config.c supervisor/drain.c supervisor/listener.c s
 		   supervisor/channel.c supervisor/fdsock.c
 UNIT_SRC	:= $(sort $(wildcard tests/unit/*.c))
 
-PROGRAMS := $(BUILD)/batond $(BUILD)/batonctl $(BUILD)/example-httpd $(BUILD)/loadgen
+PROGRAMS := $(BUILD)/batond $(BUILD)/batonctl $(BUILD)/example-httpd $(BUILD)/loadgen \
+	    $(BUILD)/libbaton-preload.so
 UNIT_BIN := $(BUILD)/unit-tests
 
 obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
@@ -73,6 +74,15 @@ $(BUILD)/example-httpd: $(call obj,worker/examples/example-httpd.c $(PROTO_SRC))
 
 $(BUILD)/loadgen: $(call obj,tests/bench/loadgen.c $(PROTO_SRC))
 	$(CC) $(ALL_CFLAGS) -pthread $^ -o $@
+
+# Loaded into servers that are not sanitized, so built without $(SAN) even with SANITIZE=1 (an
+# ASan library cannot be preloaded into an uninstrumented program), and without fortify, whose
+# inline poll() would clash with the shim's own. Exports only the functions it wraps.
+PRELOAD_CFLAGS := $(filter-out $(SAN),$(ALL_CFLAGS)) -U_FORTIFY_SOURCE -fvisibility=hidden
+
+$(BUILD)/libbaton-preload.so: worker/preload.c
+	@mkdir -p $(dir $@)
+	$(CC) $(PRELOAD_CFLAGS) -shared -Wl,-z,defs $< -ldl -pthread -o $@
 
 $(UNIT_BIN): $(call obj,$(UNIT_SRC) $(SUPERVISOR_LIB) $(PROTO_SRC))
 	$(CC) $(ALL_CFLAGS) $^ $(LDLIBS_CHK) $(LDLIBS_SD) -o $@
@@ -112,10 +122,14 @@ install: programs
 	install -m 0755 $(BUILD)/batonctl $(DESTDIR)$(BINDIR)/batonctl
 	install -m 0644 docs/batonctl.8 $(DESTDIR)$(MANDIR)/man8/batonctl.8
 	install -m 0644 docs/batond.8 $(DESTDIR)$(MANDIR)/man8/batond.8
+	install -d $(DESTDIR)$(PREFIX)/lib/baton
+	install -m 0644 $(BUILD)/libbaton-preload.so $(DESTDIR)$(PREFIX)/lib/baton/libbaton-preload.so
 
 uninstall:
 	rm -f $(DESTDIR)$(BINDIR)/batond $(DESTDIR)$(MANDIR)/man8/batond.8 \
 	      $(DESTDIR)$(BINDIR)/batonctl $(DESTDIR)$(MANDIR)/man8/batonctl.8
+	rm -f $(DESTDIR)$(PREFIX)/lib/baton/libbaton-preload.so
+	-rmdir $(DESTDIR)$(PREFIX)/lib/baton 2>/dev/null
 
 clean:
 	rm -rf build
