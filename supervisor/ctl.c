@@ -157,18 +157,32 @@ int main(int argc, char **argv)
 			return EXIT_USAGE;
 		}
 	}
-	if (optind != argc - 1) {
-		(void)fprintf(stderr, "batonctl: %s (try 'batonctl --help')\n",
-			      optind >= argc ? "no command" : "one command at a time");
+	if (optind >= argc) {
+		(void)fprintf(stderr, "batonctl: no command (try 'batonctl --help')\n");
 		return EXIT_USAGE;
 	}
 	cmd = argv[optind];
+	{
+		bool takes_arg = strcmp(cmd, "listen") == 0 || strcmp(cmd, "retire") == 0;
+
+		if (argc - optind != (takes_arg ? 2 : 1)) {
+			(void)fprintf(stderr, "batonctl: %s (try 'batonctl --help')\n",
+				      takes_arg ? "listen and retire take one argument"
+						: "one command at a time");
+			return EXIT_USAGE;
+		}
+		if (takes_arg && (strchr(argv[optind + 1], '\n') || !*argv[optind + 1])) {
+			(void)fprintf(stderr, "batonctl: invalid argument\n");
+			return EXIT_USAGE;
+		}
+	}
 	if ((json && strcmp(cmd, "status") != 0) || (no_wait && strcmp(cmd, "reload") != 0)) {
 		(void)fprintf(stderr, "batonctl: --json goes with status, --no-wait with reload\n");
 		return EXIT_USAGE;
 	}
 	if (strcmp(cmd, "status") != 0 && strcmp(cmd, "reload") != 0 && strcmp(cmd, "stop") != 0 &&
-	    strcmp(cmd, "upgrade") != 0 && strcmp(cmd, "version") != 0) {
+	    strcmp(cmd, "upgrade") != 0 && strcmp(cmd, "version") != 0 &&
+	    strcmp(cmd, "listen") != 0 && strcmp(cmd, "retire") != 0) {
 		(void)fprintf(stderr, "batonctl: unknown command '%s' (try 'batonctl --help')\n",
 			      cmd);
 		return EXIT_USAGE;
@@ -191,5 +205,15 @@ int main(int argc, char **argv)
 		return request(path, json ? "status json" : "status");
 	if (strcmp(cmd, "reload") == 0)
 		return request(path, no_wait ? "reload nowait" : "reload");
+	if (strcmp(cmd, "listen") == 0 || strcmp(cmd, "retire") == 0) {
+		char line[CONTROL_REQUEST_MAX];
+		int n = snprintf(line, sizeof(line), "%s %s", cmd, argv[optind + 1]);
+
+		if (n < 0 || (size_t)n >= sizeof(line)) {
+			(void)fprintf(stderr, "batonctl: argument too long\n");
+			return EXIT_USAGE;
+		}
+		return request(path, line);
+	}
 	return request(path, cmd);
 }

@@ -83,6 +83,12 @@ struct batond {
 
 	struct fdsock *fdsock; /* --fd-socket */
 
+	/* batonctl retire: one listener at a time through the two-stage close. */
+	sd_event_source *retire_timer;
+	int retire_index; /* -1: none */
+	uint64_t retire_started_usec, retire_deadline_usec;
+	char retire_reply[512];
+
 	/* einhorn's command socket (--pass einhorn): workers send worker:ack there. */
 	struct control *einhorn;
 	char einhorn_path[108];
@@ -99,7 +105,9 @@ struct batond {
 
 #define READY_POLL_USEC (50 * 1000) /* between looks at starting workers, --ready listening */
 
-#define CONTROL_WAIT_NEXT (-1L) /* a waiting "reload": the next generation that starts */
+#define CONTROL_WAIT_NEXT (-1L)
+#define CONTROL_WAIT_RETIRE \
+	(-2L) /* a "retire" waiting for its listener's queue to empty */ /* a waiting "reload": the next generation that starts */
 
 #define UPGRADE_CHECK_USEC (10 * 1000 * 1000) /* limit on the new binary's preflight answer */
 
@@ -1229,6 +1237,172 @@ static char *status_text(struct batond *b, bool json)
 	return buf;
 }
 
+/* The listener set changed: what spawns and the fd socket hand out follows it. */
+static void listeners_changed(struct batond *b)
+{
+	for (size_t i = 0; i < b->cfg.n_listeners; i++) {
+		struct stat st;
+
+		b->listen_fds[i] = b->cfg.listeners[i].fd;
+		b->listen_inodes[i] = fstat(b->listen_fds[i], &st) == 0 ? st.st_ino : 0;
+	}
+	if (b->fdsock) {
+		int r;
+
+		b->fdsock = fdsock_free(b->fdsock);
+		r = fdsock_new(b->event, b->cfg.fd_socket, b->cfg.listeners, b->cfg.n_listeners,
+			       b->cfg.fd_allow_uids, b->cfg.n_fd_allow_uids, b->cfg.fd_allow_gids,
+			       b->cfg.n_fd_allow_gids, &b->fdsock);
+		if (r < 0)
+			log_error_errno(r, "fd socket %s", b->cfg.fd_socket);
+	}
+}
+
+/* batonctl listen [NAME=]ADDRESS: bound now, handed to the next generation. */
+static void control_listen(struct batond *b, struct control_client *cl, const char *arg)
+{
+	struct listener l;
+	char reply[LISTENER_SPEC_MAX + LISTENER_NAME_MAX + 128];
+	int r;
+
+	if (b->cfg.n_listeners >= CONFIG_MAX_LISTENERS) {
+		control_reply(cl, "failed too many listeners\n");
+		return;
+	}
+	r = listener_parse(arg, (unsigned)b->cfg.n_listeners, &l);
+	if (r < 0) {
+		(void)snprintf(reply, sizeof(reply), "failed invalid listen address '%s': %s\n",
+			       arg, strerror(-r));
+		control_reply(cl, reply);
+		return;
+	}
+	for (size_t i = 0; i < b->cfg.n_listeners; i++) {
+		if (strcmp(b->cfg.listeners[i].name, l.name) == 0) {
+			(void)snprintf(reply, sizeof(reply), "failed listener name '%s' in use\n",
+				       l.name);
+			control_reply(cl, reply);
+			return;
+		}
+	}
+	r = listener_bind(&l, b->cfg.backlog);
+	if (r < 0) {
+		log_error_errno(r, "listen %s", l.spec);
+		(void)snprintf(reply, sizeof(reply), "failed listen %s: %s\n", l.spec,
+			       strerror(-r));
+		control_reply(cl, reply);
+		return;
+	}
+	b->cfg.listeners[b->cfg.n_listeners++] = l;
+	listeners_changed(b);
+	log_info("listening on %s (%s): added; workers get it at the next generation", l.spec,
+		 l.name);
+	(void)snprintf(reply, sizeof(reply),
+		       "ok listening on %s (%s); workers get it at the next reload\n", l.spec,
+		       l.name);
+	control_reply(cl, reply);
+}
+
+static void answer_retire(struct control_client *cl, void *userdata)
+{
+	struct batond *b = userdata;
+
+	if (control_client_get_data(cl) == CONTROL_WAIT_RETIRE)
+		control_reply(cl, b->retire_reply);
+}
+
+/* Stage 2 of a retire; at zero or the deadline, stage 3: out of the set, our copy closed. */
+static void retire_check(struct batond *b)
+{
+	struct listener *l = &b->cfg.listeners[b->retire_index];
+	unsigned queued = 0, half_open = 0;
+	uint64_t now = now_usec();
+	char reply[512];
+	int r;
+
+	r = drain_pending(l, &queued, &half_open);
+	if (r < 0)
+		log_warning_errno(r, "retire: count connections waiting on %s, ignoring", l->spec);
+	if (r >= 0 && queued + half_open > 0 && now < b->retire_deadline_usec) {
+		r = sd_event_source_set_time(b->retire_timer, now + STOP_POLL_USEC);
+		if (r >= 0)
+			r = sd_event_source_set_enabled(b->retire_timer, SD_EVENT_ONESHOT);
+		if (r >= 0)
+			return;
+	}
+	/*
+	 * Workers of running generations still hold their copies, so closing ours resets nothing;
+	 * with new SYNs dropped, nothing more arrives before the last of them exits.
+	 */
+	if (queued + half_open > 0)
+		(void)snprintf(
+			reply, sizeof(reply),
+			"ok retired %s (%s): %u queued and %u half-open left at the timeout\n",
+			l->name, l->spec, queued, half_open);
+	else
+		(void)snprintf(reply, sizeof(reply),
+			       "ok retired %s (%s): queue empty after %" PRIu64 "ms\n", l->name,
+			       l->spec, (now - b->retire_started_usec) / 1000);
+	log_info("%.*s", (int)strcspn(reply + 3, "\n"), reply + 3);
+	listener_close(l);
+	memmove(l, l + 1, (b->cfg.n_listeners - (size_t)b->retire_index - 1) * sizeof(*l));
+	b->cfg.n_listeners--;
+	b->retire_index = -1;
+	listeners_changed(b);
+	/* By data, not by pointer: a client that left meanwhile has been freed. */
+	memcpy(b->retire_reply, reply, sizeof(reply));
+	b->retire_reply[sizeof(b->retire_reply) - 1] = '\0';
+	control_foreach_waiting(b->control, answer_retire, b);
+}
+
+static int on_retire_timer(sd_event_source *s, uint64_t usec, void *userdata)
+{
+	(void)s;
+	(void)usec;
+	retire_check(userdata);
+	return 0;
+}
+
+/* batonctl retire NAME: the two-stage close for one listener while the others serve on. */
+static void control_retire(struct batond *b, struct control_client *cl, const char *name)
+{
+	char reply[LISTENER_NAME_MAX + 128];
+	int r;
+
+	if (b->retire_index >= 0 || b->stop_begun) {
+		control_reply(cl, "failed a retire or a stop is in progress\n");
+		return;
+	}
+	for (size_t i = 0; i < b->cfg.n_listeners; i++) {
+		struct listener *l = &b->cfg.listeners[i];
+
+		if (strcmp(l->name, name) != 0)
+			continue;
+		if (b->cfg.n_listeners == 1) {
+			control_reply(cl,
+				      "failed the last listener is retired by stopping batond\n");
+			return;
+		}
+		r = drain_refuse_new(l);
+		if (r < 0 && r != -EOPNOTSUPP) {
+			(void)snprintf(reply, sizeof(reply),
+				       "failed refuse new connections on %s: %s\n", l->spec,
+				       strerror(-r));
+			control_reply(cl, reply);
+			return;
+		}
+		log_info("retire %s (%s): new connections refused; serving what is queued", l->name,
+			 l->spec);
+		b->retire_index = (int)i;
+		control_client_set_data(cl, CONTROL_WAIT_RETIRE);
+		b->retire_started_usec = now_usec();
+		b->retire_deadline_usec = b->retire_started_usec + b->cfg.stop_timeout_usec;
+		retire_check(b);
+		return;
+	}
+	(void)snprintf(reply, sizeof(reply), "failed no listener named '%s'\n", name);
+	control_reply(cl, reply);
+}
+
 /* One batonctl request. The reply's first word: ok, failed (exit 1) or error (exit 2). */
 static void on_control(void *userdata, struct control_client *cl, const char *line)
 {
@@ -1268,6 +1442,10 @@ static void on_control(void *userdata, struct control_client *cl, const char *li
 		log_info("control: upgrade requested");
 		r = batond_upgrade(b);
 		(void)r; /* we are still here: the reason is in the log */
+	} else if (strncmp(line, "listen ", 7) == 0) {
+		control_listen(b, cl, line + 7);
+	} else if (strncmp(line, "retire ", 7) == 0) {
+		control_retire(b, cl, line + 7);
 	} else if (strcmp(line, "version") == 0) {
 		control_reply(cl, "ok batond " BATON_VERSION "\n");
 	} else {
@@ -1512,6 +1690,11 @@ static int run(struct batond *b)
 		if (fstat(b->cfg.listeners[i].fd, &st) == 0)
 			b->listen_inodes[i] = st.st_ino;
 	}
+	r = sd_event_add_time(b->event, &b->retire_timer, CLOCK_MONOTONIC, UINT64_MAX, 1000,
+			      on_retire_timer, b);
+	if (r < 0)
+		return log_error_errno(r, "create retire timer");
+	(void)sd_event_source_set_enabled(b->retire_timer, SD_EVENT_OFF);
 	r = sd_event_add_time(b->event, &b->stop_timer, CLOCK_MONOTONIC, UINT64_MAX, 1000,
 			      on_stop_timer, b);
 	if (r < 0)
@@ -1576,6 +1759,7 @@ static void batond_done(struct batond *b)
 	b->timer = sd_event_source_unref(b->timer);
 	b->stop_timer = sd_event_source_unref(b->stop_timer);
 	b->ready_poll = sd_event_source_unref(b->ready_poll);
+	b->retire_timer = sd_event_source_unref(b->retire_timer);
 	b->notify_source = sd_event_source_unref(b->notify_source);
 	b->event = sd_event_unref(b->event);
 	close_fdp(&b->notify_fd);
@@ -1587,7 +1771,7 @@ static void batond_done(struct batond *b)
 
 int main(int argc, char **argv)
 {
-	static struct batond b = { .notify_fd = -1, .adopted_control_fd = -1 };
+	static struct batond b = { .notify_fd = -1, .adopted_control_fd = -1, .retire_index = -1 };
 	int r;
 
 	log_setup("batond");

@@ -6,7 +6,7 @@ import socket
 import sys
 import tempfile
 
-from harness import Batond, TestFailure, alive, check, wait_for
+from harness import Batond, TestFailure, alive, check, serving_pid, wait_for
 
 TINY = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tiny_server.py")
 K = 20  # clients queued per listener
@@ -148,3 +148,141 @@ def test_stop_refuses_new_connections_during_stage_two():
             check(b.wait_exit() == 0, "exit status")
         finally:
             b.cleanup()
+
+
+def ctl(sock, *args):
+    import subprocess
+    from harness import bin_path
+    p = subprocess.run([bin_path("batonctl"), "-c", sock, *args], capture_output=True,
+                       text=True, timeout=120)
+    return p.returncode, p.stdout, p.stderr
+
+
+def test_retire_under_load_loses_nothing_on_either_listener():
+    from harness import Load, target_of
+    with tempfile.TemporaryDirectory() as d:
+        sock = f"{d}/ctl.sock"
+        b = Batond(["-c", sock, "-l", "a=127.0.0.1:0", "-l", "b=127.0.0.1:0", "-n", "2"],
+                   [sys.executable, TINY])
+        try:
+            a_spec, b_spec = b.address("a"), b.address("b")
+            b.wait_log(r"generation 1: 2/2 workers ready")
+            load_a = Load(target_of(a_spec), duration="120s", threads=2,
+                          extra=["--timeout", "2s"])
+            load_b = Load(target_of(b_spec), duration="120s", threads=2)
+            try:
+                wait_for(lambda: serving_pid(a_spec), "service on a")
+                rc, out, err = ctl(sock, "retire", "a")
+                check(rc == 0 and "retired a" in out, f"{rc} {out!r} {err!r}")
+                # A new connection to the retired address gets no answer.
+                host, port = target_of(a_spec).rsplit(":", 1)
+                late = socket.socket()
+                late.settimeout(1.5)
+                try:
+                    late.connect((host, int(port)))
+                    raise TestFailure("the retired address accepted a new connection")
+                except socket.timeout:
+                    pass
+                finally:
+                    late.close()
+                # The other listener and reloads go on; new workers get only b.
+                mark = b.mark()
+                b.signal(signal.SIGHUP)
+                b.wait_log(r"generation 2: .*reload done", start=mark)
+                envs = []
+                for w in b.workers():
+                    with open(f"/proc/{w}/environ", "rb") as f:
+                        envs.append(f.read().split(b"\0"))
+                new = [e for e in envs if b"BATON_GENERATION=2" in e]
+                check(len(new) == 2 and all(b"LISTEN_FDNAMES=b" in e for e in new),
+                      "the new generation got the retired listener")
+                load_a.proc.send_signal(signal.SIGINT)
+                load_b.proc.send_signal(signal.SIGINT)
+                ra, rb = load_a.result(), load_b.result()
+            finally:
+                load_a.kill()
+                load_b.kill()
+            check(rb["failed"] == 0 and rb["ok"] > 0, f"b: {rb}")
+            # On a: everything that got in was served; later attempts only timed out.
+            check(ra["ok"] > 0 and ra["reset"] == 0 and ra["empty"] == 0 and ra["bad"] == 0 and
+                  ra["refused"] == 0, f"a: {ra}")
+            rc, out, _ = ctl(sock, "status", "--json")
+            check('"name":"a"' not in out and '"name":"b"' in out, out)
+        finally:
+            b.cleanup()
+
+
+def test_listen_adds_a_listener_for_the_next_generation():
+    with tempfile.TemporaryDirectory() as d:
+        sock = f"{d}/ctl.sock"
+        b = Batond(["-c", sock, "-l", "127.0.0.1:0"], [sys.executable, TINY])
+        try:
+            b.wait_log(r"generation 1: 1/1 workers ready")
+            rc, out, err = ctl(sock, "listen", "extra=127.0.0.1:0")
+            check(rc == 0 and "listening on tcp://127.0.0.1:" in out, f"{rc} {out} {err}")
+            spec = "tcp://" + out.split("tcp://")[1].split()[0]
+            rc, out, err = ctl(sock, "listen", "extra=127.0.0.1:0")
+            check(rc == 1 and "in use" in err, f"duplicate name: {rc} {err}")
+            rc, out, _ = ctl(sock, "reload")
+            check(rc == 0, out)
+            check(serving_pid(spec) in b.workers(), "the new generation does not serve it")
+        finally:
+            b.cleanup()
+
+
+def _drop_synack_filter(sock):
+    """Attaches a classic BPF filter to a client socket that drops incoming SYN-ACKs."""
+    import ctypes
+    import struct
+    prog = [(0x30, 0, 0, 13),          # ldb [13]: TCP flags
+            (0x54, 0, 0, 0x12),        # and #0x12 (SYN|ACK)
+            (0x15, 0, 1, 0x12),        # jeq #0x12 ? drop : keep
+            (0x06, 0, 0, 0),           # ret #0
+            (0x06, 0, 0, 0xffffffff)]  # ret #-1
+    raw = b"".join(struct.pack("HBBI", *ins) for ins in prog)
+    buf = ctypes.create_string_buffer(raw, len(raw))
+    fprog = struct.pack("HxxxxxxQ", len(prog), ctypes.addressof(buf))
+    sock.setsockopt(socket.SOL_SOCKET, 26, fprog)  # SO_ATTACH_FILTER
+    return buf  # keep alive until attached (the kernel copies it)
+
+
+def _syn_recv_count(port):
+    n = 0
+    with open("/proc/net/tcp") as f:
+        for row in f.read().splitlines()[1:]:
+            cols = row.split()
+            if cols[3] == "03" and int(cols[1].split(":")[1], 16) == port:
+                n += 1
+    return n
+
+
+def test_graceful_stop_serves_a_client_whose_handshake_was_still_in_progress():
+    import select
+    b = Batond(["-l", "127.0.0.1:0", "--stop-timeout", "60s"], [sys.executable, TINY])
+    try:
+        spec = b.address()
+        host, port = spec[len("tcp://"):].rsplit(":", 1)
+        port = int(port)
+        b.wait_log(r"generation 1: 1/1 workers ready")
+        c = socket.socket()
+        keep = _drop_synack_filter(c)
+        c.setblocking(False)
+        check(c.connect_ex((host, port)) in (115,), "connect did not start")  # EINPROGRESS
+        wait_for(lambda: _syn_recv_count(port) >= 1, "the server side in SYN_RECV")
+        mark = b.mark()
+        b.signal(signal.SIGTERM)
+        b.wait_log(r"stop: new connections refused", start=mark)
+        # Stage 2 waits for the half-open handshake; let the next SYN-ACK through.
+        c.setsockopt(socket.SOL_SOCKET, 27, 0)  # SO_DETACH_FILTER
+        del keep
+        _, writable, _ = select.select([], [c], [], 30)
+        check(writable and c.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0,
+              "the handshake did not complete")
+        c.setblocking(True)
+        c.settimeout(30)
+        c.sendall(b"GET / HTTP/1.0\r\nHost: x\r\n\r\n")
+        check(outcome(c) == "ok", "the client whose handshake was in progress was not served")
+        check(b.wait_exit() == 0, "exit status")
+        b.wait_log(r"stop: every queue empty after", start=mark)
+    finally:
+        b.cleanup()
