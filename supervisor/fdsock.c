@@ -293,29 +293,6 @@ static int on_accept(sd_event_source *src, int fd, uint32_t revents, void *userd
 
 /* --- the listening socket --- */
 
-/* A socket file nobody answers on is stale; anything else at the path is not ours to touch. */
-static int path_is_stale(const struct listener *l)
-{
-	_cleanup_close_ int fd = -1;
-	struct stat st;
-
-	if (lstat(l->addr.un.sun_path, &st) < 0)
-		return errno == ENOENT ? 1 : -errno;
-	if (!S_ISSOCK(st.st_mode))
-		return -EEXIST;
-	fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
-	if (fd < 0)
-		return -errno;
-	/* A Unix connect() does not wait for accept(): it fails or succeeds at once. */
-	if (connect(fd, &l->addr.sa, l->addr_len) == 0)
-		return -EADDRINUSE;
-	if (errno == ECONNREFUSED)
-		return 1;
-	if (errno == EPROTOTYPE)
-		return -EADDRINUSE; /* a live socket of another type */
-	return -errno;
-}
-
 /*
  * listener_bind() makes SOCK_STREAM Unix sockets only; the protocol needs SOCK_SEQPACKET. Same
  * rules otherwise: CLOEXEC and non-blocking from birth, a stale file replaced, its identity
@@ -336,7 +313,7 @@ static int bind_seqpacket(struct listener *l, mode_t mode)
 	if (bind(fd, &l->addr.sa, l->addr_len) < 0) {
 		r = -errno;
 		if (r == -EADDRINUSE && is_path) {
-			r = path_is_stale(l);
+			r = listener_unix_path_is_stale(l, SOCK_SEQPACKET);
 			if (r > 0 && unlink(l->addr.un.sun_path) < 0 && errno != ENOENT)
 				r = -errno;
 			if (r > 0)

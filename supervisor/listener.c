@@ -242,8 +242,7 @@ void listener_format(enum listener_kind kind, const union listener_addr *addr, s
 	}
 }
 
-/* A socket file nobody answers on is stale (its server died); anything else is not ours to touch. */
-static int unix_path_is_stale(const struct listener *l)
+int listener_unix_path_is_stale(const struct listener *l, int type)
 {
 	_cleanup_close_ int fd = -1;
 	struct stat st;
@@ -252,7 +251,7 @@ static int unix_path_is_stale(const struct listener *l)
 		return errno == ENOENT ? 1 : -errno;
 	if (!S_ISSOCK(st.st_mode))
 		return -EEXIST;
-	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	fd = socket(AF_UNIX, type | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		return -errno;
 	/* Blocking connect on a Unix socket does not wait for accept(): it fails or succeeds at once. */
@@ -293,7 +292,7 @@ int listener_bind(struct listener *l, int backlog)
 
 		if (errno != EADDRINUSE || !is_path)
 			return -errno;
-		r = unix_path_is_stale(l);
+		r = listener_unix_path_is_stale(l, SOCK_STREAM);
 		if (r < 0)
 			return r;
 		if (unlink(l->addr.un.sun_path) < 0 && errno != ENOENT)

@@ -71,6 +71,14 @@ int listener_from_fd(int fd, const char *name, struct listener *ret);
 /* True if a names the same socket address as b; with any_port, port 0 in a matches any port. */
 bool listener_same_address(const struct listener *a, const struct listener *b, bool any_port);
 
+/*
+ * For a Unix path listener: 1 if the path is free or holds a socket file nobody answers on
+ * (its server died: safe to replace), -EADDRINUSE if a socket of any type answers there,
+ * -EEXIST if something that is not a socket is there (never ours to touch), or -errno.
+ * type is the socket type to probe with (SOCK_STREAM, SOCK_SEQPACKET).
+ */
+int listener_unix_path_is_stale(const struct listener *l, int type);
+
 /* Closes the listener and removes its Unix socket file if we created it. Safe to call twice. */
 void listener_close(struct listener *l);
 

@@ -144,37 +144,6 @@ static void spawn_slot(struct rollout *r, struct gen *g, unsigned index, uint64_
 	}
 }
 
-static void drain_worker(struct rollout *r, struct rollout_worker *w, uint64_t now)
-{
-	switch (w->state) {
-	case ROLLOUT_W_SPAWNING:
-		w->drain_on_spawn = true;
-		return;
-	case ROLLOUT_W_BACKOFF:
-		worker_release(w);
-		return;
-	case ROLLOUT_W_STARTING:
-	case ROLLOUT_W_READY:
-		if (r->cfg.drain_timeout_usec == 0) {
-			emit(r, (struct rollout_action){
-					.type = ROLLOUT_DO_KILL,
-					.pid = w->pid,
-					.pgid = w->pgid,
-				});
-			w->state = ROLLOUT_W_KILLED;
-			w->deadline_usec = 0;
-			return;
-		}
-		emit(r, (struct rollout_action){ .type = ROLLOUT_DO_DRAIN, .pid = w->pid });
-		w->state = ROLLOUT_W_DRAINING;
-		w->deadline_usec = now + r->cfg.drain_timeout_usec;
-		w->respawn = false;
-		return;
-	default:
-		return;
-	}
-}
-
 static void kill_worker(struct rollout *r, struct rollout_worker *w)
 {
 	switch (w->state) {
@@ -194,6 +163,32 @@ static void kill_worker(struct rollout *r, struct rollout_worker *w)
 			});
 		w->state = ROLLOUT_W_KILLED;
 		w->deadline_usec = 0;
+		return;
+	default:
+		return;
+	}
+}
+
+static void drain_worker(struct rollout *r, struct rollout_worker *w, uint64_t now)
+{
+	switch (w->state) {
+	case ROLLOUT_W_SPAWNING:
+		w->drain_on_spawn = true;
+		return;
+	case ROLLOUT_W_BACKOFF:
+		worker_release(w);
+		return;
+	case ROLLOUT_W_STARTING:
+	case ROLLOUT_W_READY:
+		/* --drain-timeout 0: no time to finish anything, so no point in asking. */
+		if (r->cfg.drain_timeout_usec == 0) {
+			kill_worker(r, w);
+			return;
+		}
+		emit(r, (struct rollout_action){ .type = ROLLOUT_DO_DRAIN, .pid = w->pid });
+		w->state = ROLLOUT_W_DRAINING;
+		w->deadline_usec = now + r->cfg.drain_timeout_usec;
+		w->respawn = false;
 		return;
 	default:
 		return;
