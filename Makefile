@@ -6,6 +6,8 @@ PREFIX	?= /usr/local
 DESTDIR	?=
 BINDIR	?= $(PREFIX)/bin
 MANDIR	?= $(PREFIX)/share/man
+LIBDIR	?= $(PREFIX)/lib
+INCLUDEDIR ?= $(PREFIX)/include
 
 CC	?= gcc
 PKG_CONFIG ?= pkg-config
@@ -32,15 +34,15 @@ CFLAGS_SD   = $(shell $(PKG_CONFIG) --cflags libsystemd 2>/dev/null)
 LDLIBS_CHK  = $(shell $(PKG_CONFIG) --libs check 2>/dev/null)
 CFLAGS_CHK  = $(shell $(PKG_CONFIG) --cflags check 2>/dev/null)
 
-PROTO_SRC	:= proto/duration.c proto/fdpass.c proto/proto.c
+PROTO_SRC	:= proto/duration.c proto/fdpass.c proto/lclose.c proto/proto.c
 SUPERVISOR_LIB	:= supervisor/config.c supervisor/drain.c supervisor/listener.c supervisor/log.c \
 		   supervisor/sysd.c supervisor/upgrade.c supervisor/control.c supervisor/listening.c \
 		   supervisor/notify.c supervisor/rollout.c supervisor/spawn.c \
 		   supervisor/channel.c supervisor/fdsock.c
 UNIT_SRC	:= $(sort $(wildcard tests/unit/*.c))
 
-PROGRAMS := $(BUILD)/batond $(BUILD)/batonctl $(BUILD)/example-httpd $(BUILD)/loadgen \
-	    $(BUILD)/libbaton-preload.so
+PROGRAMS := $(BUILD)/batond $(BUILD)/batonctl $(BUILD)/example-httpd $(BUILD)/loadgen $(BUILD)/libbaton-preload.so \
+	    $(BUILD)/libbaton.so $(BUILD)/libbaton.a
 UNIT_BIN := $(BUILD)/unit-tests
 
 obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
@@ -69,8 +71,33 @@ $(BUILD)/batonctl: $(call obj,supervisor/ctl.c supervisor/control.c supervisor/l
 		    supervisor/log.c $(PROTO_SRC))
 	$(CC) $(ALL_CFLAGS) $^ $(LDLIBS_SD) -o $@
 
-$(BUILD)/example-httpd: $(call obj,worker/examples/example-httpd.c $(PROTO_SRC))
+$(BUILD)/example-httpd: $(call obj,worker/examples/example-httpd.c proto/duration.c) $(BUILD)/libbaton.a
 	$(CC) $(ALL_CFLAGS) $^ $(LDLIBS_SD) -o $@
+
+# libbaton (worker/baton.h). The shared library exports baton_* only (worker/libbaton.map); the
+# static one is one object pre-linked with every other symbol made local, so that neither lends
+# its proto/ internals to the program that links it. Both need libsystemd.
+LIBBATON_SRC	:= worker/baton.c proto/fdpass.c proto/lclose.c proto/proto.c
+LIBBATON_SONAME	:= libbaton.so.0
+
+$(BUILD)/libbaton.so: $(call obj,$(LIBBATON_SRC)) worker/libbaton.map $(BUILD)/baton-h-c99.o
+	$(CC) $(ALL_CFLAGS) -shared -Wl,-soname,$(LIBBATON_SONAME) \
+		-Wl,--version-script=worker/libbaton.map $(if $(SAN),,-Wl,-z,defs) \
+		$(call obj,$(LIBBATON_SRC)) $(LDLIBS_SD) -o $@
+
+$(BUILD)/libbaton.a: $(call obj,$(LIBBATON_SRC)) $(BUILD)/baton-h-c99.o
+	$(CC) -r -nostdlib $(call obj,$(LIBBATON_SRC)) -o $(BUILD)/obj/libbaton-all.o
+	objcopy --wildcard --keep-global-symbol='baton_*' $(BUILD)/obj/libbaton-all.o
+	rm -f $@ && $(AR) rcs $@ $(BUILD)/obj/libbaton-all.o
+
+# baton.h is plain C99 (STYLE.md rule 1): it must compile alone, without the project's flags.
+$(BUILD)/baton-h-c99.o: worker/baton.h
+	@mkdir -p $(dir $@)
+	printf '#include "baton.h"\nint main(void) { return baton_mode(0); }\n' | \
+		$(CC) -std=c99 -pedantic-errors -Wall -Wextra -Werror -Iworker -x c -c - -o $@
+
+# Programs that include baton.h as a user of the library would.
+$(call obj,worker/examples/example-httpd.c tests/unit/test_baton.c): ALL_CFLAGS += -Iworker
 
 $(BUILD)/loadgen: $(call obj,tests/bench/loadgen.c $(PROTO_SRC))
 	$(CC) $(ALL_CFLAGS) -pthread $^ -o $@
@@ -84,7 +111,7 @@ $(BUILD)/libbaton-preload.so: worker/preload.c
 	@mkdir -p $(dir $@)
 	$(CC) $(PRELOAD_CFLAGS) -shared -Wl,-z,defs $< -ldl -pthread -o $@
 
-$(UNIT_BIN): $(call obj,$(UNIT_SRC) $(SUPERVISOR_LIB) $(PROTO_SRC))
+$(UNIT_BIN): $(call obj,$(UNIT_SRC) $(SUPERVISOR_LIB) $(PROTO_SRC) worker/baton.c)
 	$(CC) $(ALL_CFLAGS) $^ $(LDLIBS_CHK) $(LDLIBS_SD) -o $@
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
@@ -124,11 +151,24 @@ install: programs
 	install -m 0644 docs/batond.8 $(DESTDIR)$(MANDIR)/man8/batond.8
 	install -d $(DESTDIR)$(PREFIX)/lib/baton
 	install -m 0644 $(BUILD)/libbaton-preload.so $(DESTDIR)$(PREFIX)/lib/baton/libbaton-preload.so
+	install -d $(DESTDIR)$(LIBDIR)/pkgconfig $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(MANDIR)/man3
+	install -m 0755 $(BUILD)/libbaton.so $(DESTDIR)$(LIBDIR)/libbaton.so.$(VERSION)
+	ln -sf libbaton.so.$(VERSION) $(DESTDIR)$(LIBDIR)/$(LIBBATON_SONAME)
+	ln -sf $(LIBBATON_SONAME) $(DESTDIR)$(LIBDIR)/libbaton.so
+	install -m 0644 $(BUILD)/libbaton.a $(DESTDIR)$(LIBDIR)/libbaton.a
+	install -m 0644 worker/baton.h $(DESTDIR)$(INCLUDEDIR)/baton.h
+	sed -e 's|@PREFIX@|$(PREFIX)|; s|@LIBDIR@|$(LIBDIR)|; s|@INCLUDEDIR@|$(INCLUDEDIR)|' \
+	    -e 's|@VERSION@|$(VERSION)|' worker/libbaton.pc.in > $(DESTDIR)$(LIBDIR)/pkgconfig/libbaton.pc
+	install -m 0644 docs/baton.3 $(DESTDIR)$(MANDIR)/man3/baton.3
 
 uninstall:
 	rm -f $(DESTDIR)$(BINDIR)/batond $(DESTDIR)$(MANDIR)/man8/batond.8 \
 	      $(DESTDIR)$(BINDIR)/batonctl $(DESTDIR)$(MANDIR)/man8/batonctl.8
 	rm -f $(DESTDIR)$(PREFIX)/lib/baton/libbaton-preload.so
+	rm -f $(DESTDIR)$(LIBDIR)/libbaton.so.$(VERSION) $(DESTDIR)$(LIBDIR)/$(LIBBATON_SONAME) \
+	      $(DESTDIR)$(LIBDIR)/libbaton.so $(DESTDIR)$(LIBDIR)/libbaton.a \
+	      $(DESTDIR)$(LIBDIR)/pkgconfig/libbaton.pc $(DESTDIR)$(INCLUDEDIR)/baton.h \
+	      $(DESTDIR)$(MANDIR)/man3/baton.3
 	-rmdir $(DESTDIR)$(PREFIX)/lib/baton 2>/dev/null
 
 clean:

@@ -31,6 +31,7 @@ int main(void)
 	srunner_add_suite(sr, proto_suite());
 	srunner_add_suite(sr, upgrade_suite());
 	srunner_add_suite(sr, channel_suite());
+	srunner_add_suite(sr, baton_suite());
 	srunner_set_fork_status(sr, CK_FORK);
 	srunner_run_all(sr, CK_NORMAL);
 	failed = srunner_ntests_failed(sr);

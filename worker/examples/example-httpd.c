@@ -1,10 +1,11 @@
 /* SPDX-License-Identifier: MIT */
-/* example-httpd.c - epoll HTTP/1.x server that drains without losing a reply: batond's example. */
+/* example-httpd.c - epoll HTTP/1.x server on libbaton that drains without losing a reply. */
 #include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -19,7 +20,6 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/epoll.h>
-#include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/timerfd.h>
@@ -29,6 +29,7 @@
 
 #include <systemd/sd-daemon.h>
 
+#include "baton.h"
 #include "cleanup.h"
 #include "duration.h"
 
@@ -54,6 +55,9 @@
 #define HTTPD_SWEEP_MSEC	250 /* period of the timeout sweep, so the granularity above */
 #define HTTPD_MAX_EVENTS	256 /* epoll events taken per wakeup */
 #define HTTPD_LOG_LINE_MAX	512 /* bytes of one log line */
+#define HTTPD_STATUS_MSEC	250 /* at most one STATUS per this long, sent when the count changed */
+#define HTTPD_SHUTDOWN_MSEC	10000 /* to take what is queued on our own listeners once draining */
+#define HTTPD_STATUS_TEXT_MAX	64    /* bytes of "draining, N connections" */
 
 _Static_assert(HTTPD_REPLY_HEAD_MAX + HTTPD_BODY_MAX <= HTTPD_REPLY_MAX, "a reply must fit");
 
@@ -65,7 +69,7 @@ _Static_assert(HTTPD_REPLY_HEAD_MAX + HTTPD_BODY_MAX <= HTTPD_REPLY_MAX, "a repl
 
 enum source_type {
 	SOURCE_LISTENER,
-	SOURCE_SIGNAL,
+	SOURCE_DRAIN,
 	SOURCE_PAUSE,
 	SOURCE_SWEEP,
 	SOURCE_CONN,
@@ -80,7 +84,10 @@ struct source {
 struct listener {
 	struct source src;
 	int fd;
-	bool tcp;	   /* set TCP_NODELAY on what it accepts */
+	bool tcp;	    /* set TCP_NODELAY on what it accepts */
+	bool owned;	    /* bound by us (--listen); otherwise libbaton's, which closes it */
+	bool watched;	    /* in the epoll set */
+	bool shutting_down; /* owned, draining: new connections refused, the queue still taken */
 	char *unlink_path; /* Unix socket file we bound ourselves, removed when we stop accepting */
 };
 
@@ -113,22 +120,28 @@ struct conn {
 };
 
 struct httpd {
+	struct baton *baton; /* listeners from batond or systemd; READY, STATUS, drain */
 	int epoll_fd;
-	int signal_fd;
+	int drain_fd; /* libbaton's: stop signals, and batond's DRAIN over the channel */
 	int pause_fd; /* timerfd: end of an accept pause */
-	int sweep_fd; /* timerfd: periodic timeout sweep while connections exist */
-	struct source signal_src, pause_src, sweep_src;
+	int sweep_fd; /* timerfd: periodic sweep while connections, a STATUS or a shutdown wait */
+	struct source drain_src, pause_src, sweep_src;
 	struct listener listeners[HTTPD_MAX_LISTENERS];
 	size_t n_listeners;
 	struct conn *conns; /* live connections */
 	struct conn *dead;  /* closed during this batch of events, freed after it */
 	size_t n_conns;
 	size_t max_conns;
-	bool accepting; /* listeners are in the epoll set */
-	bool paused;	/* accept paused after a resource error, until pause_fd fires */
-	bool sweeping;	/* sweep_fd armed */
+	size_t n_shutting_down;		 /* owned listeners still handing over their queue */
+	uint64_t shutdown_deadline_usec; /* then they close, whatever is still queued */
+	bool paused;   /* accept paused after a resource error, until pause_fd fires */
+	bool sweeping; /* sweep_fd armed */
+	bool ready;    /* READY sent: STATUS may follow */
 	bool draining;
-	bool ignore_term;
+	size_t status_conns; /* the count in the last STATUS; SIZE_MAX before the first */
+	bool status_draining;
+	bool status_failed; /* a failed STATUS was logged once */
+	uint64_t status_usec;
 	uint64_t now_usec; /* CLOCK_MONOTONIC, read once per wakeup */
 	uint64_t pause_logged_usec;
 	char body[HTTPD_BODY_MAX];
@@ -385,47 +398,48 @@ static int fd_set_nonblock(int fd)
 	return 0;
 }
 
-/* Takes ownership of fd (closed on failure too). */
-static int listener_add(struct httpd *h, int fd_in, bool tcp, const char *unlink_path)
+/*
+ * Adds fd to the listeners. An owned fd (one we bound) is ours, closed on failure too; any other
+ * stays libbaton's, which closes it in baton_close().
+ */
+static int listener_add(struct httpd *h, int fd_in, bool tcp, bool owned, const char *unlink_path)
 {
-	_cleanup_close_ int fd = fd_in;
+	_cleanup_close_ int fd = owned ? fd_in : -1;
 	struct listener *l;
 	int r;
 
 	if (h->n_listeners >= HTTPD_MAX_LISTENERS)
 		return -E2BIG;
-	r = fd_set_nonblock(fd);
+	r = fd_set_nonblock(fd_in);
 	if (r < 0)
 		return r;
 	l = &h->listeners[h->n_listeners];
-	*l = (struct listener){ .src.type = SOURCE_LISTENER, .fd = -1, .tcp = tcp };
+	*l = (struct listener){ .src.type = SOURCE_LISTENER, .fd = -1, .tcp = tcp, .owned = owned };
 	if (unlink_path) {
 		l->unlink_path = strdup(unlink_path);
 		if (!l->unlink_path)
 			return -ENOMEM;
 	}
-	l->fd = TAKE_FD(fd);
+	l->fd = owned ? TAKE_FD(fd) : fd_in;
 	h->n_listeners++;
 	return 0;
 }
 
 /*
- * Takes the listeners passed with LISTEN_FDS (batond or systemd). Non-stream or non-listening
- * fds are reported and left alone: they are not ours to close, and closing the last reference
- * to a listener would reset its queue.
+ * Takes the listeners libbaton found: from batond over the channel (BATON_FD), or from
+ * LISTEN_FDS (batond --pass env, systemd). Non-stream or non-listening fds are reported and
+ * left alone: they are not ours to close, and closing the last reference to a listener would
+ * reset its queue.
  */
 static int listeners_inherit(struct httpd *h)
 {
-	char **names = NULL;
-	int n, r = 0;
+	unsigned n = baton_listener_count(h->baton);
 
-	n = sd_listen_fds_with_names(true, &names);
-	if (n < 0)
-		return log_errno(n, "read LISTEN_FDS");
-	for (int i = 0; i < n; i++) {
-		int fd = SD_LISTEN_FDS_START + i;
-		const char *name = names && names[i] ? names[i] : "unknown";
+	for (unsigned i = 0; i < n; i++) {
+		int fd = baton_listener_fd(h->baton, i);
+		const char *name = baton_listener_name(h->baton, i);
 		int tcp = sd_is_socket_inet(fd, AF_UNSPEC, SOCK_STREAM, 1, 0);
+		int r;
 
 		if (tcp < 0) {
 			(void)log_errno(tcp, "listener fd %d (%s), ignoring", fd, name);
@@ -436,46 +450,63 @@ static int listeners_inherit(struct httpd *h)
 				 name);
 			continue;
 		}
-		r = listener_add(h, fd, tcp > 0, NULL);
-		if (r < 0) {
-			(void)log_errno(r, "listener fd %d (%s)", fd, name);
-			break;
-		}
+		r = listener_add(h, fd, tcp > 0, false, NULL);
+		if (r < 0)
+			return log_errno(r, "listener fd %d (%s)", fd, name);
 	}
-	for (int i = 0; names && i < n; i++)
-		free(names[i]);
-	free(names);
-	return r;
+	return 0;
 }
 
-/* Stops accepting for good: our copies go, the supervisor's copy keeps the queue alive. */
+/*
+ * Stops accepting from l for good. Ours (--listen) closes; the last reference, so whatever is
+ * still queued is reset: the drain first empties it (listeners_shutdown_check()). One that
+ * libbaton holds stays open until baton_close(); the supervisor's copy keeps its queue alive.
+ */
+static void listener_close(struct httpd *h, struct listener *l)
+{
+	if (l->fd < 0)
+		return;
+	if (l->watched)
+		(void)epoll_ctl(h->epoll_fd, EPOLL_CTL_DEL, l->fd, NULL);
+	l->watched = false;
+	if (l->shutting_down) {
+		l->shutting_down = false;
+		h->n_shutting_down--;
+	}
+	if (l->owned)
+		close_fdp(&l->fd);
+	l->fd = -1;
+	/* Standalone only: new clients then fail fast with ENOENT instead of queueing. */
+	if (l->unlink_path)
+		(void)unlink(l->unlink_path);
+	free(l->unlink_path);
+	l->unlink_path = NULL;
+}
+
 static void listeners_close(struct httpd *h)
 {
-	for (size_t i = 0; i < h->n_listeners; i++) {
-		struct listener *l = &h->listeners[i];
+	for (size_t i = 0; i < h->n_listeners; i++)
+		listener_close(h, &h->listeners[i]);
+}
 
-		close_fdp(&l->fd);
-		l->fd = -1;
-		/* Standalone only: new clients then fail fast with ENOENT instead of queueing. */
-		if (l->unlink_path)
-			(void)unlink(l->unlink_path);
-		free(l->unlink_path);
-		l->unlink_path = NULL;
-	}
+/* Whether l should be in the epoll set now: not while paused or full, nor once draining. */
+static bool listener_wanted(const struct httpd *h, const struct listener *l)
+{
+	if (l->fd < 0 || h->paused || h->n_conns >= h->max_conns)
+		return false;
+	/* Draining: only our own listeners, until their queue is handed over. */
+	return !h->draining || l->shutting_down;
 }
 
 /* Puts the listeners into epoll, or takes them out, as draining, pausing and the cap decide. */
 static void listeners_update(struct httpd *h)
 {
-	bool want = !h->draining && !h->paused && h->n_conns < h->max_conns;
-
-	if (want == h->accepting)
-		return;
 	for (size_t i = 0; i < h->n_listeners; i++) {
 		struct listener *l = &h->listeners[i];
+		bool want = listener_wanted(h, l);
 		int r;
 
-		if (l->fd < 0)
+		if (want == l->watched)
 			continue;
 		/*
 		 * EPOLLEXCLUSIVE: when several workers share this listener, a new connection wakes one
@@ -489,8 +520,8 @@ static void listeners_update(struct httpd *h)
 		if (r < 0)
 			(void)log_errno(r, "%s listener fd %d, ignoring",
 					want ? "watch" : "unwatch", l->fd);
+		l->watched = want;
 	}
-	h->accepting = want;
 }
 
 /* Resource shortage: accepting again at once would spin, so wait HTTPD_ACCEPT_PAUSE_MSEC. */
@@ -518,6 +549,20 @@ static void on_pause_end(struct httpd *h)
 	timer_ack(h->pause_fd);
 	h->paused = false;
 	listeners_update(h);
+}
+
+/* Arms the periodic sweep, if it is not: on_sweep() disarms it when nothing needs it. */
+static void sweep_start(struct httpd *h)
+{
+	int r;
+
+	if (h->sweeping)
+		return;
+	r = timer_arm(h->sweep_fd, HTTPD_SWEEP_MSEC * USEC_PER_MSEC, true);
+	if (r < 0)
+		(void)log_errno(r, "arm timeout sweep, timeouts not enforced");
+	else
+		h->sweeping = true;
 }
 
 /* Registers fd for events; on failure the connection is closed. */
@@ -557,7 +602,9 @@ static int conn_new(struct httpd *h, int fd_in)
 	c->read_eof = false;
 	c->close_after = false;
 	c->head = false;
-	c->deadline_usec = h->now_usec + HTTPD_IDLE_MSEC * USEC_PER_MSEC;
+	/* Accepted while draining (from the queue of a listener of ours): a short wait only. */
+	c->deadline_usec = h->now_usec +
+			   (h->draining ? HTTPD_DRAIN_IDLE_MSEC : HTTPD_IDLE_MSEC) * USEC_PER_MSEC;
 	c->n_served = 0;
 	c->req_len = 0;
 	c->out_len = 0;
@@ -575,14 +622,7 @@ static int conn_new(struct httpd *h, int fd_in)
 	h->conns = c;
 	h->n_conns++;
 	listeners_update(h);
-
-	if (!h->sweeping) {
-		r = timer_arm(h->sweep_fd, HTTPD_SWEEP_MSEC * USEC_PER_MSEC, true);
-		if (r < 0)
-			(void)log_errno(r, "arm timeout sweep, timeouts not enforced");
-		else
-			h->sweeping = true;
-	}
+	sweep_start(h);
 	return 0;
 }
 
@@ -1066,7 +1106,7 @@ static void on_accept(struct httpd *h, struct listener *l)
 	for (unsigned i = 0; i < HTTPD_ACCEPT_BATCH; i++) {
 		int fd, r;
 
-		if (!h->accepting || l->fd < 0)
+		if (!l->watched || l->fd < 0)
 			return;
 		fd = accept4(l->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
 		if (fd < 0) {
@@ -1104,27 +1144,131 @@ static void on_accept(struct httpd *h, struct listener *l)
 	}
 }
 
+/* Whether the last STATUS no longer says how many connections are in flight. */
+static bool status_stale(const struct httpd *h)
+{
+	return h->ready && (h->n_conns != h->status_conns || h->draining != h->status_draining);
+}
+
+/*
+ * Reports the connections in flight when their count (or the drain) changed, at most every
+ * HTTPD_STATUS_MSEC: STATUS over batond's channel, STATUS= to $NOTIFY_SOCKET otherwise. force
+ * skips the rate limit. The sweep keeps running while a change is still unreported.
+ */
+static void status_update(struct httpd *h, bool force)
+{
+	char text[HTTPD_STATUS_TEXT_MAX];
+	int r;
+
+	if (!status_stale(h))
+		return;
+	if (!force && h->status_usec != 0 &&
+	    h->now_usec - h->status_usec < HTTPD_STATUS_MSEC * USEC_PER_MSEC) {
+		sweep_start(h);
+		return;
+	}
+	(void)snprintf(text, sizeof(text), "%s, %zu connections",
+		       h->draining ? "draining" : "serving", h->n_conns);
+	r = baton_status(h->baton, h->n_conns > UINT_MAX ? UINT_MAX : (unsigned)h->n_conns, text);
+	if (r == -EAGAIN) {
+		sweep_start(h); /* batond is behind: try again at the next sweep */
+		return;
+	}
+	if (r < 0 && !h->status_failed) {
+		(void)log_errno(r, "report status, ignoring");
+		h->status_failed = true;
+	}
+	h->status_conns = h->n_conns;
+	h->status_draining = h->draining;
+	h->status_usec = h->now_usec;
+}
+
+/*
+ * Stage 2 of closing a listener of ours while draining: once its queue and its handshakes in
+ * progress are all accepted (or at the deadline), close it. Until then it is still watched.
+ */
+static void listeners_shutdown_check(struct httpd *h)
+{
+	for (size_t i = 0; i < h->n_listeners && h->n_shutting_down > 0; i++) {
+		struct listener *l = &h->listeners[i];
+		unsigned queued = 0, half_open = 0;
+		int r;
+
+		if (!l->shutting_down)
+			continue;
+		r = baton_listener_pending(l->fd, &queued, &half_open);
+		if (r < 0) {
+			(void)log_errno(r,
+					"count connections waiting on listener fd %d, closing it",
+					l->fd);
+		} else if (queued + half_open > 0) {
+			if (h->now_usec < h->shutdown_deadline_usec)
+				continue;
+			log_info("listener fd %d: %u queued and %u half-open connections left at "
+				 "the deadline; closing resets them",
+				 l->fd, queued, half_open);
+		}
+		listener_close(h, l);
+	}
+	listeners_update(h);
+}
+
 /*
  * Starts the drain: no new connections, every accepted one gets its reply with "Connection:
- * close", idle keep-alive connections close now. The loop exits when the last one is gone.
+ * close", idle keep-alive connections close now. Listeners we bound ourselves (--listen) close
+ * in two stages (libbaton's baton_listener_shutdown_begin()): new connections are refused at
+ * once, and what is already queued is still accepted and served, so a standalone stop resets
+ * nobody. The loop exits when the last connection is gone.
  */
-static void httpd_drain(struct httpd *h, int signo)
+static void httpd_drain(struct httpd *h)
 {
+	uint64_t deadline = baton_drain_deadline(h->baton);
+	int signo = baton_drain_signal(h->baton);
 	const char *name = sigabbrev_np(signo);
 	struct conn *next;
-	int r;
 
 	if (h->draining)
 		return;
 	h->draining = true;
-	listeners_update(h);
-	listeners_close(h);
 
-	log_info("SIG%s: stopped accepting, draining %zu connections", name ? name : "?",
-		 h->n_conns);
-	r = sd_notifyf(false, "STOPPING=1\nSTATUS=draining %zu connections", h->n_conns);
-	if (r < 0)
-		(void)log_errno(r, "notify STOPPING=1, ignoring");
+	h->shutdown_deadline_usec = h->now_usec + HTTPD_SHUTDOWN_MSEC * USEC_PER_MSEC;
+	if (deadline < h->shutdown_deadline_usec)
+		h->shutdown_deadline_usec = deadline;
+	for (size_t i = 0; i < h->n_listeners; i++) {
+		struct listener *l = &h->listeners[i];
+		int r;
+
+		if (!l->owned || l->fd < 0)
+			continue;
+		r = baton_listener_shutdown_begin(l->fd);
+		if (r < 0) {
+			/* An abstract Unix socket has no way to refuse: close it as before. */
+			if (r != -EOPNOTSUPP)
+				(void)log_errno(
+					r, "refuse new connections on listener fd %d, closing it",
+					l->fd);
+			listener_close(h, l);
+			continue;
+		}
+		/* libbaton removed the socket file, if it was still ours: never unlink it again. */
+		free(l->unlink_path);
+		l->unlink_path = NULL;
+		l->shutting_down = true;
+		h->n_shutting_down++;
+	}
+	listeners_update(h);
+
+	if (signo > 0)
+		log_info("SIG%s: stopped accepting, draining %zu connections", name ? name : "?",
+			 h->n_conns);
+	else if (baton_mode(h->baton) == BATON_MODE_CHANNEL && deadline != BATON_NO_DEADLINE)
+		log_info("DRAIN (deadline in %" PRIu64 "ms): stopped accepting, draining %zu "
+			 "connections",
+			 deadline > h->now_usec ? (deadline - h->now_usec) / USEC_PER_MSEC : 0,
+			 h->n_conns);
+	else
+		log_info("DRAIN: stopped accepting, draining %zu connections", h->n_conns);
+	status_update(h, true);
 
 	for (struct conn *c = h->conns; c; c = next) {
 		next = c->next;
@@ -1136,16 +1280,22 @@ static void httpd_drain(struct httpd *h, int signo)
 		    c->deadline_usec > h->now_usec + HTTPD_DRAIN_IDLE_MSEC * USEC_PER_MSEC)
 			c->deadline_usec = h->now_usec + HTTPD_DRAIN_IDLE_MSEC * USEC_PER_MSEC;
 	}
+	if (h->n_shutting_down > 0) {
+		listeners_shutdown_check(h);
+		sweep_start(h);
+	}
 }
 
-/* Enforces the connection deadlines, HTTPD_SWEEP_MSEC at a time. */
+/* Enforces the connection deadlines and the shutdown of our listeners, HTTPD_SWEEP_MSEC apart. */
 static void on_sweep(struct httpd *h)
 {
 	struct conn *next;
 
 	timer_ack(h->sweep_fd);
-	if (h->n_conns == 0) {
-		/* Nothing to time out: an idle server does not wake up. */
+	if (h->n_shutting_down > 0)
+		listeners_shutdown_check(h);
+	if (h->n_conns == 0 && h->n_shutting_down == 0 && !status_stale(h)) {
+		/* Nothing to time out or report: an idle server does not wake up. */
 		if (timer_arm(h->sweep_fd, 0, false) >= 0)
 			h->sweeping = false;
 		return;
@@ -1171,41 +1321,18 @@ static void on_sweep(struct httpd *h)
 	}
 }
 
-/* Reads pending signals; returns the first one that asks us to stop, 0 if none, or -errno. */
-static int signals_read(struct httpd *h)
+/*
+ * The drain fd is readable: a stop signal, batond's DRAIN, or the end of the channel. A failed
+ * channel means nobody supervises us any more: libbaton has begun the drain, so finish and exit.
+ */
+static void on_drain_fd(struct httpd *h)
 {
-	struct signalfd_siginfo si;
-	int stop = 0;
-
-	for (;;) {
-		ssize_t n = read(h->signal_fd, &si, sizeof(si));
-
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			if (errno == EAGAIN)
-				return stop;
-			return -errno;
-		}
-		if ((size_t)n != sizeof(si))
-			return -EIO;
-		if (si.ssi_signo == SIGTERM && h->ignore_term) {
-			log_info("SIGTERM ignored (--ignore-term)");
-			continue;
-		}
-		if (stop == 0)
-			stop = (int)si.ssi_signo;
-	}
-}
-
-static void on_signal(struct httpd *h)
-{
-	int r = signals_read(h);
+	int r = baton_process(h->baton);
 
 	if (r < 0)
-		(void)log_errno(r, "read signalfd, ignoring");
-	else if (r > 0)
-		httpd_drain(h, r);
+		(void)log_errno(r, "channel to batond, draining");
+	if (baton_draining(h->baton))
+		httpd_drain(h);
 }
 
 static void httpd_dispatch(struct httpd *h, struct source *src, uint32_t events)
@@ -1213,9 +1340,11 @@ static void httpd_dispatch(struct httpd *h, struct source *src, uint32_t events)
 	switch (src->type) {
 	case SOURCE_LISTENER:
 		on_accept(h, container_of(src, struct listener, src));
+		if (h->n_shutting_down > 0)
+			listeners_shutdown_check(h);
 		break;
-	case SOURCE_SIGNAL:
-		on_signal(h);
+	case SOURCE_DRAIN:
+		on_drain_fd(h);
 		break;
 	case SOURCE_PAUSE:
 		on_pause_end(h);
@@ -1237,7 +1366,7 @@ static int httpd_run(struct httpd *h)
 {
 	struct epoll_event events[HTTPD_MAX_EVENTS];
 
-	while (!h->draining || h->n_conns > 0) {
+	while (!h->draining || h->n_conns > 0 || h->n_shutting_down > 0) {
 		int n = epoll_wait(h->epoll_fd, events, (int)ELEMENTSOF(events), -1);
 
 		if (n < 0) {
@@ -1250,13 +1379,14 @@ static int httpd_run(struct httpd *h)
 			httpd_dispatch(h, events[i].data.ptr, events[i].events);
 		/* Only now: a connection closed above may have had an event later in this batch. */
 		conns_reap(h);
+		status_update(h, false);
 	}
 	return 0;
 }
 
 /*
- * Waits out --startup-delay while still taking signals. Returns 0 when the delay has passed, the
- * signal number if asked to stop meanwhile, or -errno.
+ * Waits out --startup-delay while still taking stop signals and DRAIN. Returns 0 when the delay
+ * has passed, 1 if asked to stop meanwhile, or -errno.
  */
 static int startup_wait(struct httpd *h, uint64_t delay_usec)
 {
@@ -1265,7 +1395,7 @@ static int startup_wait(struct httpd *h, uint64_t delay_usec)
 	if (__builtin_add_overflow(now_usec(), delay_usec, &deadline))
 		deadline = UINT64_MAX;
 	for (;;) {
-		struct pollfd pfd = { .fd = h->signal_fd, .events = POLLIN };
+		struct pollfd pfd = { .fd = h->drain_fd, .events = POLLIN };
 		uint64_t now = now_usec();
 		struct timespec ts;
 		int r;
@@ -1280,31 +1410,46 @@ static int startup_wait(struct httpd *h, uint64_t delay_usec)
 			return -errno;
 		}
 		if (r > 0) {
-			r = signals_read(h);
-			if (r != 0)
-				return r;
+			r = baton_process(h->baton);
+			if (r < 0)
+				(void)log_errno(r, "channel to batond");
+			if (baton_draining(h->baton))
+				return 1;
 		}
 	}
 }
 
-/* Blocks the stop signals and takes them through a signalfd: no work in a signal handler. */
-static int signals_setup(struct httpd *h)
+/*
+ * Finds the listeners (libbaton: batond's channel, LISTEN_FDS, or none) and takes the stop
+ * signals through libbaton's drain fd: blocked and read from a signalfd, no signal handler.
+ */
+static int baton_setup(struct httpd *h, bool ignore_term)
 {
+	static const int drain_signals[] = { SIGINT, SIGQUIT };
 	struct sigaction ignore = { .sa_handler = SIG_IGN };
-	sigset_t mask;
+	/* Before baton_open(), which removes the variable. */
+	const char *from = getenv("BATON_FD") ? "batond" : "LISTEN_FDS";
+	int r;
 
 	/* Every send() uses MSG_NOSIGNAL; this covers whatever does not (say, sd_notify()). */
 	if (sigaction(SIGPIPE, &ignore, NULL) < 0)
-		return -errno;
-	(void)sigemptyset(&mask);
-	(void)sigaddset(&mask, SIGTERM);
-	(void)sigaddset(&mask, SIGINT);
-	(void)sigaddset(&mask, SIGQUIT);
-	if (sigprocmask(SIG_BLOCK, &mask, NULL) < 0)
-		return -errno;
-	h->signal_fd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
-	if (h->signal_fd < 0)
-		return -errno;
+		return log_errno(-errno, "ignore SIGPIPE");
+	r = baton_open(&h->baton, 0);
+	if (r < 0)
+		return log_errno(r, "take listeners from %s", from);
+	if (ignore_term) {
+		/* Not in the drain fd's set, so it would kill: ignore it instead. */
+		if (sigaction(SIGTERM, &ignore, NULL) < 0)
+			return log_errno(-errno, "ignore SIGTERM");
+		r = baton_drain_signals(h->baton, drain_signals, ELEMENTSOF(drain_signals));
+		if (r < 0)
+			return log_errno(r, "set drain signals");
+		log_info("ignoring SIGTERM (--ignore-term)");
+	}
+	/* One thread, so blocking the stop signals here blocks them for the whole process. */
+	h->drain_fd = baton_drain_fd(h->baton);
+	if (h->drain_fd < 0)
+		return log_errno(h->drain_fd, "take stop signals");
 	return 0;
 }
 
@@ -1321,7 +1466,7 @@ static int loop_setup(struct httpd *h)
 	h->sweep_fd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
 	if (h->sweep_fd < 0)
 		return -errno;
-	r = epoll_add(h, h->signal_fd, EPOLLIN, &h->signal_src);
+	r = epoll_add(h, h->drain_fd, EPOLLIN, &h->drain_src);
 	if (r < 0)
 		return r;
 	r = epoll_add(h, h->pause_fd, EPOLLIN, &h->pause_src);
@@ -1347,8 +1492,10 @@ static void httpd_done(struct httpd *h)
 	listeners_close(h);
 	close_fdp(&h->sweep_fd);
 	close_fdp(&h->pause_fd);
-	close_fdp(&h->signal_fd);
 	close_fdp(&h->epoll_fd);
+	/* The drain fd and the inherited listeners are libbaton's. */
+	h->drain_fd = -1;
+	h->baton = baton_close(h->baton);
 }
 
 static void help(void)
@@ -1357,10 +1504,10 @@ static void help(void)
 	       "\n"
 	       "Small HTTP/1.x server, batond's example worker. Serves GET and HEAD with the body\n"
 	       "\"pid=<pid> gen=$BATON_GENERATION worker=$BATON_WORKER\"; /slow?ms=N waits N ms\n"
-	       "(at most %d) before replying. Listens on the sockets passed with LISTEN_FDS "
-	       "(batond,\n"
-	       "systemd) and on each --listen. SIGTERM, SIGINT or SIGQUIT drains: stop accepting,\n"
-	       "answer every accepted connection, exit 0.\n"
+	       "(at most %d) before replying. Listens on the sockets libbaton finds (batond's\n"
+	       "channel in BATON_FD, or LISTEN_FDS from batond or systemd) and on each --listen.\n"
+	       "SIGTERM, SIGINT, SIGQUIT or batond's DRAIN drains: stop accepting, answer every\n"
+	       "accepted connection (and every one queued on a --listen socket), exit 0.\n"
 	       "\n"
 	       "Options:\n"
 	       "  -l, --listen ADDR        also listen on HOST:PORT, [V6]:PORT, *:PORT, unix:/PATH "
@@ -1482,10 +1629,25 @@ static const char *env_or(const char *name, const char *fallback)
 	return v && *v ? v : fallback;
 }
 
-/* Listeners, startup delay, READY=1, then serve until drained. Returns the exit status. */
+/* Says why we stop before having served, and tells batond over the channel (DRAINED). */
+static void exit_before_ready(struct httpd *h)
+{
+	int signo = baton_drain_signal(h->baton);
+	const char *name = sigabbrev_np(signo);
+	int r;
+
+	if (signo > 0)
+		log_info("SIG%s before ready, exiting", name ? name : "?");
+	else
+		log_info("DRAIN before ready, exiting");
+	r = baton_drained(h->baton);
+	if (r < 0 && r != -ENOTCONN)
+		(void)log_errno(r, "report drained, ignoring");
+}
+
+/* Listeners, startup delay, READY, then serve until drained. Returns the exit status. */
 static int httpd_main(struct httpd *h, const struct options *o)
 {
-	const char *name;
 	int r;
 
 	r = listeners_inherit(h);
@@ -1498,7 +1660,7 @@ static int httpd_main(struct httpd *h, const struct options *o)
 
 		r = listener_bind(&o->addrs[i], o->addr_lens[i], &fd);
 		if (r >= 0)
-			r = listener_add(h, fd, !is_unix,
+			r = listener_add(h, fd, !is_unix, true,
 					 is_unix && sun->sun_path[0] != '\0' ? sun->sun_path
 									     : NULL);
 		if (r < 0) {
@@ -1518,8 +1680,7 @@ static int httpd_main(struct httpd *h, const struct options *o)
 		return EXIT_FAILURE;
 	}
 	if (r > 0) {
-		name = sigabbrev_np(r);
-		log_info("SIG%s before ready, exiting", name ? name : "?");
+		exit_before_ready(h);
 		return EXIT_SUCCESS;
 	}
 	if (o->fail_start || strcmp(env_or("EXAMPLE_HTTPD_FAIL", ""), "1") == 0) {
@@ -1535,13 +1696,19 @@ static int httpd_main(struct httpd *h, const struct options *o)
 	}
 	log_info("pid %d gen %s worker %s serving on %zu listeners", (int)getpid(),
 		 env_or("BATON_GENERATION", "0"), env_or("BATON_WORKER", "0"), h->n_listeners);
-	r = sd_notify(false, "READY=1\nSTATUS=serving");
+	/* READY over batond's channel, READY=1 to $NOTIFY_SOCKET, or nothing standalone. */
+	r = baton_ready(h->baton);
 	if (r < 0)
-		(void)log_errno(r, "notify READY=1, ignoring");
+		(void)log_errno(r, "report ready, ignoring");
+	h->ready = true;
+	status_update(h, true);
 
 	r = httpd_run(h);
 	if (r < 0)
 		return EXIT_FAILURE;
+	r = baton_drained(h->baton);
+	if (r < 0 && r != -ENOTCONN)
+		(void)log_errno(r, "report drained, ignoring");
 	log_info("drained, exiting");
 	return EXIT_SUCCESS;
 }
@@ -1551,10 +1718,11 @@ int main(int argc, char *argv[])
 	struct options o = { .max_conns = HTTPD_DEFAULT_MAX_CONNS };
 	struct httpd h = {
 		.epoll_fd = -1,
-		.signal_fd = -1,
+		.drain_fd = -1,
 		.pause_fd = -1,
 		.sweep_fd = -1,
-		.signal_src.type = SOURCE_SIGNAL,
+		.status_conns = SIZE_MAX,
+		.drain_src.type = SOURCE_DRAIN,
 		.pause_src.type = SOURCE_PAUSE,
 		.sweep_src.type = SOURCE_SWEEP,
 	};
@@ -1564,7 +1732,6 @@ int main(int argc, char *argv[])
 	if (r != 0)
 		return r > 0 ? EXIT_SUCCESS : 2;
 	h.max_conns = o.max_conns;
-	h.ignore_term = o.ignore_term;
 
 	n = snprintf(h.body, sizeof(h.body), "pid=%d gen=%s worker=%s\n", (int)getpid(),
 		     env_or("BATON_GENERATION", "0"), env_or("BATON_WORKER", "0"));
@@ -1576,13 +1743,7 @@ int main(int argc, char *argv[])
 	h.body_len = (size_t)n;
 
 	/* Before anything slow: from here on a stop signal is taken, not fatal. */
-	r = signals_setup(&h);
-	if (r < 0) {
-		(void)log_errno(r, "set up signals");
-		return EXIT_FAILURE;
-	}
-
-	r = httpd_main(&h, &o);
+	r = baton_setup(&h, o.ignore_term) < 0 ? EXIT_FAILURE : httpd_main(&h, &o);
 	/* Everything struct httpd holds, on every path; unlinks the Unix sockets we bound. */
 	httpd_done(&h);
 	return r;

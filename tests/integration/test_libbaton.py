@@ -1,0 +1,388 @@
+# SPDX-License-Identifier: MIT
+"""test_libbaton.py - example-httpd on libbaton in every mode, and the script-language example.
+
+Modes: standalone (--listen), systemd socket activation (systemd-socket-activate), batond
+--pass env, and the channel (BATON_FD) driven by a fake batond written here from
+docs/PROTOCOL.md, so the library is checked against the specification rather than against
+batond's own code. worker/examples/example-server.py is run under batond through reloads.
+"""
+import os
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+from harness import (DEADLINE, ROOT, Batond, Load, TestFailure, alive, bin_path, check,
+                     http_get, serving_pid, target_of, wait_for)
+
+HTTPD = bin_path("example-httpd")
+EXAMPLE_SERVER = os.path.join(ROOT, "worker", "examples", "example-server.py")
+SOCKET_ACTIVATE = "/usr/bin/systemd-socket-activate"
+RELOADS = 5
+K = 10  # clients queued on a listener during a standalone stop
+
+# docs/PROTOCOL.md
+MAGIC = b"BATN"
+HELLO, LISTENERS, READY, DRAIN, STATUS, DRAINED, ERROR = range(1, 8)
+KIND_TCP, KIND_UNIX = 1, 3
+O_CLOEXEC = 0o2000000
+
+
+class Proc:
+    """A process whose stderr is read line by line, stopped by pid at cleanup."""
+
+    def __init__(self, argv, env=None, pass_fds=()):
+        e = dict(os.environ)
+        for k in ("NOTIFY_SOCKET", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES", "BATON_FD"):
+            e.pop(k, None)
+        e.update(env or {})
+        self.lines = []
+        self.cond = threading.Condition()
+        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.PIPE, env=e, text=True,
+                                     errors="replace", pass_fds=pass_fds)
+        self.pid = self.proc.pid
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self):
+        for line in self.proc.stderr:
+            with self.cond:
+                self.lines.append(line.rstrip("\n"))
+                self.cond.notify_all()
+        with self.cond:
+            self.cond.notify_all()
+
+    def log(self):
+        with self.cond:
+            return "\n".join(self.lines)
+
+    def wait_log(self, text, timeout=DEADLINE):
+        end = time.monotonic() + timeout
+        with self.cond:
+            while not any(text in l for l in self.lines):
+                left = end - time.monotonic()
+                if left <= 0 or not self.reader.is_alive():
+                    raise TestFailure(f"no log line with {text!r}; log:\n" + "\n".join(self.lines))
+                self.cond.wait(min(left, 0.5))
+
+    def wait_exit(self, timeout=DEADLINE):
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise TestFailure(f"pid {self.pid} did not exit within {timeout:.0f}s:\n{self.log()}")
+
+    def cleanup(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(timeout=DEADLINE)
+        self.reader.join(timeout=5)
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def request(c):
+    c.sendall(b"GET / HTTP/1.0\r\nHost: x\r\n\r\n")
+
+
+def outcome(c):
+    """'ok' for a complete reply, 'reset' or 'empty' otherwise."""
+    data = b""
+    try:
+        while True:
+            chunk = c.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    except ConnectionResetError:
+        return "reset"
+    finally:
+        c.close()
+    if data.startswith(b"HTTP/1.1 200") and b"pid=" in data:
+        return "ok"
+    return "empty" if not data else "bad"
+
+
+def test_standalone_serves_and_a_stop_serves_every_queued_client_first():
+    """--listen: the drain refuses new connections but accepts what is queued (baton.3)."""
+    with tempfile.TemporaryDirectory() as d:
+        sock = f"{d}/s.sock"
+        port = free_port()
+        p = Proc([HTTPD, "--listen", f"127.0.0.1:{port}", "--listen", f"unix:{sock}"])
+        try:
+            p.wait_log("serving on 2 listeners")
+            spec = f"tcp://127.0.0.1:{port}"
+            check(serving_pid(spec) == p.pid, "TCP reply from another pid")
+            check(serving_pid(f"unix:{sock}") == p.pid, "Unix reply from another pid")
+            os.kill(p.pid, signal.SIGSTOP)
+            clients = []
+            for _ in range(K):
+                c = socket.create_connection(("127.0.0.1", port), timeout=30)
+                request(c)
+                clients.append(c)
+                u = socket.socket(socket.AF_UNIX)
+                u.settimeout(30)
+                u.connect(sock)
+                request(u)
+                clients.append(u)
+            os.kill(p.pid, signal.SIGTERM)
+            os.kill(p.pid, signal.SIGCONT)
+            results = [outcome(c) for c in clients]
+            check(p.wait_exit() == 0, f"exit status:\n{p.log()}")
+            check(results.count("ok") == 2 * K,
+                  f"{results.count('ok')} of {2 * K} queued clients served: {results}\n{p.log()}")
+            check(not os.path.exists(sock), "the socket file was left behind")
+            check("SIGTERM: stopped accepting" in p.log(), "no drain line")
+        finally:
+            p.cleanup()
+
+
+def test_standalone_without_listeners_exits_1():
+    p = Proc([HTTPD])
+    try:
+        check(p.wait_exit() == 1, "exit status")
+        check("no listeners" in p.log(), p.log())
+    finally:
+        p.cleanup()
+
+
+def test_socket_activation_by_systemd_serves_on_the_passed_socket():
+    port = free_port()
+    p = Proc([SOCKET_ACTIVATE, "-l", f"127.0.0.1:{port}", "--fdname=web", HTTPD])
+    try:
+        # systemd-socket-activate execs example-httpd (same pid) at the first connection.
+        def first():
+            try:
+                return serving_pid(f"tcp://127.0.0.1:{port}")
+            except (OSError, TestFailure):
+                return None
+        check(wait_for(first, "a reply") == p.pid, "reply from another pid")
+        p.wait_log("serving on 1 listeners")
+        p.proc.send_signal(signal.SIGTERM)
+        check(p.wait_exit() == 0, f"exit status:\n{p.log()}")
+    finally:
+        p.cleanup()
+
+
+def reload_and_wait(b, gen):
+    mark = b.mark()
+    b.signal(signal.SIGHUP)
+    m, _ = b.wait_log(rf"generation {gen}: .*reload done|reload to generation {gen} failed",
+                      start=mark)
+    return "done" if "reload done" in m.group(0) else "failed"
+
+
+def reloads_under_load(args, command):
+    """RELOADS reloads of 2 workers under load; returns loadgen's counts."""
+    b = Batond(["-l", "127.0.0.1:0", "-n", "2", "--drain-timeout", "20s"] + args, command)
+    try:
+        addr = b.address()
+        b.wait_log(r"generation 1: \d+/\d+ workers ready")
+        load = Load(target_of(addr), duration="120s", threads=4)
+        try:
+            for gen in range(2, 2 + RELOADS):
+                old = set(b.workers())
+                check(reload_and_wait(b, gen) == "done", f"reload {gen} failed:\n{b.log()}")
+                wait_for(lambda: not any(alive(p) for p in old), f"generation {gen - 1} to exit")
+            check(load.proc.poll() is None, "the load ended before the reloads did")
+            load.proc.send_signal(signal.SIGINT)
+            res = load.result()
+        finally:
+            load.kill()
+        b.signal(signal.SIGTERM)
+        check(b.wait_exit() == 0, "batond did not exit 0 after SIGTERM")
+        return res
+    finally:
+        b.cleanup()
+
+
+def test_example_httpd_under_batond_pass_env_through_five_reloads_drops_nothing():
+    res = reloads_under_load([], [HTTPD])
+    check(res["failed"] == 0 and res["ok"] > 0, f"{res}")
+    check(res["pids"] > 2, f"replies came from only {res['pids']} pids")
+
+
+def batond_has_scm():
+    out = subprocess.run([bin_path("batond"), "--help"], capture_output=True, text=True)
+    return "scm" in out.stdout + out.stderr
+
+
+def test_example_httpd_under_batond_pass_scm_through_five_reloads_drops_nothing():
+    if not batond_has_scm():
+        print("  (skipped: this batond has no --pass scm)")
+        return
+    res = reloads_under_load(["--pass", "scm"], [HTTPD])
+    check(res["failed"] == 0 and res["ok"] > 0, f"{res}")
+    check(res["pids"] > 2, f"replies came from only {res['pids']} pids")
+
+
+def test_example_server_py_under_batond_through_five_reloads_drops_nothing():
+    res = reloads_under_load([], [sys.executable, EXAMPLE_SERVER])
+    check(res["failed"] == 0 and res["ok"] > 0, f"{res}")
+    check(res["pids"] > 2, f"replies came from only {res['pids']} pids")
+
+
+# --- a fake batond on the channel (docs/PROTOCOL.md), with example-httpd as the worker ---
+
+def message(mtype, body=b"", major=1):
+    return struct.pack("<4sBBHI", MAGIC, major, 0, mtype, len(body)) + body
+
+
+def parse(data):
+    magic, major, _, mtype, length = struct.unpack_from("<4sBBHI", data)
+    check(magic == MAGIC and major == 1 and length == len(data) - 12, f"bad message {data!r}")
+    return mtype, data[12:]
+
+
+def listeners_message(entries):
+    """entries: (kind, name, address); one message carries them all here."""
+    body = struct.pack("<HHH", 0, len(entries), len(entries))
+    for kind, name, address in entries:
+        body += bytes([kind, len(name)]) + name.encode() + bytes([len(address)]) + address.encode()
+    return message(LISTENERS, body)
+
+
+class FakeBatond:
+    """Spawns example-httpd with BATON_FD and speaks batond's side of the channel."""
+
+    def __init__(self, args=()):
+        self.chan, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self.chan.settimeout(DEADLINE)
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(64)
+        self.port = self.listener.getsockname()[1]
+        self.worker = Proc([HTTPD, *args], env={"BATON_FD": str(theirs.fileno()),
+                                                "BATON_GENERATION": "7"},
+                           pass_fds=(theirs.fileno(),))
+        theirs.close()
+
+    def recv(self):
+        data = self.chan.recv(65536)
+        check(data, "the worker closed the channel")
+        return parse(data)
+
+    def expect(self, mtype):
+        got, body = self.recv()
+        check(got == mtype, f"expected message type {mtype}, got {got} {body!r}")
+        return body
+
+    def expect_status(self, pred, what):
+        """Reads STATUS messages until one satisfies pred(inflight, text)."""
+        while True:
+            body = self.expect(STATUS)
+            inflight, n = struct.unpack_from("<IH", body)
+            text = body[6:6 + n].decode()
+            if pred(inflight, text):
+                return inflight, text
+
+    def handshake(self):
+        pid, role, flags = struct.unpack("<IHH", self.expect(HELLO))
+        check(pid == self.worker.pid and role == 1 and flags == 0, f"HELLO {pid} {role} {flags}")
+        socket.send_fds(self.chan, [listeners_message([(KIND_TCP, "web",
+                                                        f"tcp://127.0.0.1:{self.port}")])],
+                        [self.listener.fileno()])
+
+    def cleanup(self):
+        self.worker.cleanup()
+        self.chan.close()
+        self.listener.close()
+
+
+def fd_flags(pid, fd):
+    with open(f"/proc/{pid}/fdinfo/{fd}") as f:
+        for line in f:
+            if line.startswith("flags:"):
+                return int(line.split()[1], 8)
+    raise TestFailure(f"no flags for fd {fd} of pid {pid}")
+
+
+def test_example_httpd_over_the_channel_reports_status_and_drains_on_drain():
+    f = FakeBatond()
+    try:
+        f.handshake()
+        f.expect(READY)
+        f.expect_status(lambda n, t: n == 0 and t.startswith("serving"), "serving, 0")
+        spec = f"tcp://127.0.0.1:{f.port}"
+        check(http_get(spec).startswith(f"pid={f.worker.pid} gen=7 "), "reply")
+        # The channel (inherited without CLOEXEC) is close-on-exec once libbaton has it.
+        chan_fds = [int(x) for x in os.listdir(f"/proc/{f.worker.pid}/fd")
+                    if os.readlink(f"/proc/{f.worker.pid}/fd/{x}").startswith("socket:")]
+        check(all(fd_flags(f.worker.pid, fd) & O_CLOEXEC for fd in chan_fds),
+              "a socket of the worker is not close-on-exec")
+        # A request in flight shows in STATUS, and is finished by the drain.
+        slow = socket.create_connection(("127.0.0.1", f.port), timeout=30)
+        slow.sendall(b"GET /slow?ms=1500 HTTP/1.0\r\nHost: x\r\n\r\n")
+        f.expect_status(lambda n, t: n == 1, "1 in flight")
+        f.chan.send(message(DRAIN, struct.pack("<Q", 5_000_000)))
+        f.worker.wait_log("DRAIN (deadline in 5000ms): stopped accepting, draining 1 connections")
+        f.expect_status(lambda n, t: t.startswith("draining"), "draining")
+        check(outcome(slow) == "ok", "the request in flight was not answered")
+        # Anything but STATUS until DRAINED would be wrong.
+        while True:
+            mtype, _ = f.recv()
+            if mtype == DRAINED:
+                break
+            check(mtype == STATUS, f"unexpected message {mtype} while draining")
+        check(f.chan.recv(65536) == b"", "the channel stayed open after DRAINED")
+        check(f.worker.wait_exit() == 0, f"exit status:\n{f.worker.log()}")
+        f.worker.wait_log("drained, exiting")
+    finally:
+        f.cleanup()
+
+
+def test_example_httpd_over_the_channel_drains_when_batond_goes_away():
+    f = FakeBatond()
+    try:
+        f.handshake()
+        f.expect(READY)
+        check(serving_pid(f"tcp://127.0.0.1:{f.port}") == f.worker.pid, "reply")
+        f.chan.close()
+        check(f.worker.wait_exit() == 0, f"exit status:\n{f.worker.log()}")
+        f.worker.wait_log("channel to batond, draining")
+    finally:
+        f.cleanup()
+
+
+def test_example_httpd_refuses_a_batond_of_another_major_version():
+    f = FakeBatond()
+    try:
+        f.expect(HELLO)
+        f.chan.send(message(LISTENERS, struct.pack("<HHH", 0, 0, 0), major=2))
+        data = f.chan.recv(65536)
+        magic, _, _, mtype, _ = struct.unpack_from("<4sBBHI", data)
+        code, = struct.unpack_from("<i", data, 12)
+        check(magic == MAGIC and mtype == ERROR and code == 93, f"refusal {data!r}")
+        check(f.worker.wait_exit() == 1, "exit status")
+        f.worker.wait_log("take listeners from batond: Protocol not supported")
+    finally:
+        f.cleanup()
+
+
+def test_ignore_term_over_the_channel_ignores_sigterm_and_sigquit_drains():
+    f = FakeBatond(["--ignore-term"])
+    try:
+        f.handshake()
+        f.expect(READY)
+        # Signals are taken in order: had SIGTERM counted, the drain line would name it.
+        f.worker.proc.send_signal(signal.SIGTERM)
+        f.worker.proc.send_signal(signal.SIGQUIT)
+        check(f.worker.wait_exit() == 0, f"exit status:\n{f.worker.log()}")
+        f.worker.wait_log("SIGQUIT: stopped accepting")
+        check("SIGTERM:" not in f.worker.log(), f.worker.log())
+        while True:
+            mtype, _ = f.recv()
+            if mtype == DRAINED:
+                break
+    finally:
+        f.cleanup()
