@@ -571,6 +571,32 @@ static int new_channel(sd_event *e, int fd_in, enum proto_role role, pid_t pid, 
 	return 0;
 }
 
+int channel_adopt(sd_event *e, int fd, pid_t pid, const char *label,
+		  const struct listener *listeners, size_t n_listeners,
+		  const struct channel_ops *ops, void *userdata, struct channel **ret)
+{
+	int r = new_channel(e, fd, PROTO_ROLE_WORKER, pid, label, listeners, n_listeners, ops,
+			    userdata, ret);
+
+	if (r < 0)
+		return r;
+	/* The earlier image answered HELLO and sent the whole set: carry on from there. */
+	(*ret)->said_hello = true;
+	(*ret)->listeners_sent = true;
+	(*ret)->next_listener = n_listeners;
+	return 0;
+}
+
+bool channel_is_settled(const struct channel *c)
+{
+	return c && !c->dead && c->said_hello && c->listeners_sent && c->n_queued == 0;
+}
+
+int channel_fd(const struct channel *c)
+{
+	return c->fd;
+}
+
 int channel_new(sd_event *e, int fd, pid_t pid, const char *label, const struct listener *listeners,
 		size_t n_listeners, const struct channel_ops *ops, void *userdata,
 		struct channel **ret)

@@ -2,6 +2,7 @@
 /* channel.h - batond's side of one proto/ conversation: a worker's channel, or one fetch. */
 #pragma once
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -107,6 +108,20 @@ int channel_new_fetch(sd_event *e, int fd, const char *label, const struct liste
  * (also cut off and reported). On any failure, fall back to the drain signal. Does not log
  * -ENOTCONN; logs the others.
  */
+/*
+ * Upgrade: takes over, in a new batond image, a worker's channel whose conversation an earlier
+ * image began (HELLO answered, every listener sent). Ownership as channel_new().
+ */
+int channel_adopt(sd_event *e, int fd, pid_t pid, const char *label,
+		  const struct listener *listeners, size_t n_listeners,
+		  const struct channel_ops *ops, void *userdata, struct channel **ret);
+
+/* True once HELLO is answered, the listener set sent, and nothing is waiting to be sent. */
+bool channel_is_settled(const struct channel *c);
+
+/* The socket, for the upgrade handoff; still owned by the channel. */
+int channel_fd(const struct channel *c);
+
 int channel_drain(struct channel *c, uint64_t timeout_usec);
 
 /* Closes the socket and the channel's event sources, and frees it. Accepts NULL; returns NULL. */

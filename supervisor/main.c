@@ -43,6 +43,7 @@ struct worker_extra {
 	struct batond *b;		/* for the channel's callbacks */
 	unsigned id;			/* rollout record id */
 	int pid;
+	int adopted_channel_fd; /* upgrade: the channel to take over in run(), or -1 */
 };
 
 struct batond {
@@ -269,7 +270,9 @@ static void run_spawn(struct batond *b, const struct rollout_action *a)
 			struct worker_extra *x = &b->extra[a->worker];
 
 			x->ch = channel_free(x->ch);
-			*x = (struct worker_extra){ .b = b, .id = a->worker, .pid = pid };
+			*x = (struct worker_extra){
+				.b = b, .id = a->worker, .pid = pid, .adopted_channel_fd = -1
+			};
 			if (scm) {
 				char label[CHANNEL_LABEL_MAX];
 
@@ -838,6 +841,9 @@ static int upgrade_keep_fds(struct batond *b, int state_fd, int fallback_fd, boo
 		r = fd_set_cloexec(b->notify_fd, !keep);
 	if (r >= 0 && b->control)
 		r = fd_set_cloexec(control_fd(b->control), !keep);
+	for (unsigned i = 0; r >= 0 && i < ROLLOUT_MAX_RECORDS; i++)
+		if (channel_is_settled(b->extra[i].ch))
+			r = fd_set_cloexec(channel_fd(b->extra[i].ch), !keep);
 	if (r >= 0 && state_fd >= 0)
 		r = fd_set_cloexec(state_fd, !keep);
 	if (r >= 0 && fallback_fd >= 0)
@@ -875,6 +881,10 @@ static int upgrade_snapshot(struct batond *b, struct upgrade_state *st)
 		st->workers[st->n_workers++] = (struct upgrade_worker){
 			.w = *w,
 			.serving = w->gen == serving,
+			/* A channel mid-conversation is not carried: its worker drains and respawns. */
+			.channel_fd = channel_is_settled(b->extra[i].ch)
+					      ? channel_fd(b->extra[i].ch)
+					      : -1,
 		};
 	}
 	return 0;
@@ -1031,10 +1041,22 @@ static int upgrade_take_over(struct batond *b)
 		}
 	}
 	for (size_t i = 0; i < st->n_workers; i++) {
+		const struct rollout_worker *w;
+
 		r = rollout_adopt(b->rollout, &st->workers[i].w, st->workers[i].serving);
 		if (r < 0)
 			return log_error_errno(r, "upgrade: adopt worker pid %d",
 					       st->workers[i].w.pid);
+		w = rollout_find_pid(b->rollout, st->workers[i].w.pid);
+		if (w) {
+			struct worker_extra *x = &b->extra[record_id(b, w)];
+
+			*x = (struct worker_extra){ .b = b, .id = record_id(b, w), .pid = w->pid };
+			/* Made a channel again once the event loop exists (run()). */
+			x->adopted_channel_fd = st->workers[i].channel_fd;
+			if (x->adopted_channel_fd >= 0)
+				(void)fd_set_cloexec(x->adopted_channel_fd, true);
+		}
 	}
 	rollout_adopt_done(b->rollout, st->next_gen);
 	if (f) {
@@ -1725,6 +1747,21 @@ static int run(struct batond *b)
 	log_info("batond %d%s: %u worker%s of %s, notify socket %s", (int)getpid(),
 		 b->adopted ? " (upgraded)" : "", b->cfg.rollout.n_workers,
 		 b->cfg.rollout.n_workers == 1 ? "" : "s", b->cfg.exec_path, b->notify_address);
+	for (unsigned i = 0; b->adopted && i < ROLLOUT_MAX_RECORDS; i++) {
+		struct worker_extra *x = &b->extra[i];
+		const struct rollout_worker *w = rollout_worker_at(b->rollout, i);
+		char label[CHANNEL_LABEL_MAX];
+
+		if (x->adopted_channel_fd < 0 || w->state == ROLLOUT_W_FREE)
+			continue;
+		(void)snprintf(label, sizeof(label), "generation %u worker %u (pid %d)", w->gen,
+			       w->index, w->pid);
+		r = channel_adopt(b->event, x->adopted_channel_fd, w->pid, label, b->cfg.listeners,
+				  b->cfg.n_listeners, &channel_ops, x, &x->ch);
+		x->adopted_channel_fd = -1;
+		if (r < 0)
+			log_error_errno(r, "%s: take over the channel", label);
+	}
 	if (b->adopted) {
 		/* Arms the deadlines the workers brought along; the reaper catches up on exits. */
 		(void)feed_simple(b, ROLLOUT_TIMER, false);

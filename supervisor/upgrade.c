@@ -49,9 +49,9 @@ int upgrade_state_format(const struct upgrade_state *s, char *buf, size_t size)
 
 		if ((unsigned)w->state >= ELEMENTSOF(state_names) || !state_names[w->state])
 			continue; /* no process: a respawn the new image will do anew */
-		PUT("worker %u %u %d %d %s %d %" PRIu64 " %" PRIu64 " %" PRIu64 "\n", w->gen,
+		PUT("worker %u %u %d %d %s %d %" PRIu64 " %" PRIu64 " %" PRIu64 " %d\n", w->gen,
 		    w->index, w->pid, w->pgid, state_names[w->state], u->serving ? 1 : 0,
-		    w->spawned_usec, w->ready_usec, w->deadline_usec);
+		    w->spawned_usec, w->ready_usec, w->deadline_usec, u->channel_fd);
 	}
 	PUT("end\n");
 #undef PUT
@@ -82,7 +82,7 @@ int upgrade_state_parse(const char *buf, size_t len, struct upgrade_state *ret)
 		const char *nl = memchr(buf + off, '\n', len - off);
 		size_t n = nl ? (size_t)(nl - (buf + off)) : len - off;
 		char word[32], text[LISTENER_NAME_MAX + 1];
-		int version, a, b, c;
+		int version, a, b, c, ch;
 		unsigned u, v;
 		uint64_t x, y, z;
 
@@ -120,8 +120,9 @@ int upgrade_state_parse(const char *buf, size_t len, struct upgrade_state *ret)
 			l->path_ino = (ino_t)y;
 			strcpy(l->name, text);
 		} else if (sscanf(line,
-				  "worker %u %u %d %d %31s %d %" SCNu64 " %" SCNu64 " %" SCNu64, &u,
-				  &v, &a, &b, word, &c, &x, &y, &z) == 9) {
+				  "worker %u %u %d %d %31s %d %" SCNu64 " %" SCNu64 " %" SCNu64
+				  " %d",
+				  &u, &v, &a, &b, word, &c, &x, &y, &z, &ch) == 10) {
 			struct upgrade_worker *w;
 
 			if (ret->n_workers >= ROLLOUT_MAX_RECORDS)
@@ -137,6 +138,7 @@ int upgrade_state_parse(const char *buf, size_t len, struct upgrade_state *ret)
 				.deadline_usec = z,
 			};
 			w->serving = c != 0;
+			w->channel_fd = ch >= 0 ? ch : -1;
 			if (parse_state_name(word, &w->w.state) < 0)
 				return -EBADMSG;
 		} else if (strcmp(line, "end") == 0) {

@@ -26,7 +26,8 @@ struct upgrade_listener {
 
 struct upgrade_worker {
 	struct rollout_worker w;
-	bool serving; /* of the serving generation */
+	bool serving;	/* of the serving generation */
+	int channel_fd; /* --pass scm: batond's end of its channel, or -1 */
 };
 
 struct upgrade_state {

@@ -62,3 +62,32 @@ def test_fd_socket_hands_the_listeners_to_a_process_batond_did_not_spawn():
             s.close()
         finally:
             b.cleanup()
+
+
+def test_scm_channels_survive_a_self_upgrade():
+    b = Batond(["-l", "127.0.0.1:0", "--pass", "scm", "-n", "2", "-v"], WORKER)
+    try:
+        addr = b.address()
+        b.wait_log(r"generation 1: 2/2 workers ready")
+        workers = b.workers()
+        load = Load(target_of(addr), duration="120s", threads=4)
+        try:
+            for i in range(3):
+                mark = b.mark()
+                b.signal(signal.SIGUSR2)
+                b.wait_log(r"upgrade: took over 1 listeners and 2 workers", start=mark)
+                b.wait_log(r"\(upgraded\)", start=mark)
+            check(b.workers() == workers, "the upgrade restarted workers (channels lost?)")
+            mark = b.mark()
+            b.signal(signal.SIGHUP)
+            b.wait_log(r"generation 2: .*reload done", start=mark)
+            wait_for(lambda: not any(alive(p) for p in workers), "generation 1 to exit")
+            load.proc.send_signal(signal.SIGINT)
+            res = load.result()
+        finally:
+            load.kill()
+        check(res["failed"] == 0 and res["ok"] > 0, res)
+        # The adopted channels carried the drain of generation 1.
+        check(b.count(r"sent DRAIN to worker pid") >= 2, b.log())
+    finally:
+        b.cleanup()

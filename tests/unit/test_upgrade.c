@@ -33,6 +33,7 @@ static struct upgrade_state *sample(void)
 		       .spawned_usec = 10,
 		       .ready_usec = 20 },
 		.serving = true,
+		.channel_fd = 9,
 	};
 	s->workers[1] = (struct upgrade_worker){
 		.w = { .state = ROLLOUT_W_DRAINING,
@@ -41,6 +42,7 @@ static struct upgrade_state *sample(void)
 		       .pid = 90,
 		       .pgid = 89,
 		       .deadline_usec = 123456789 },
+		.channel_fd = -1,
 	};
 	return s;
 }
@@ -67,6 +69,8 @@ START_TEST(state_survives_a_round_trip)
 	ck_assert_uint_eq(t->n_workers, 2);
 	ck_assert_int_eq(t->workers[0].w.state, ROLLOUT_W_READY);
 	ck_assert(t->workers[0].serving);
+	ck_assert_int_eq(t->workers[0].channel_fd, 9);
+	ck_assert_int_eq(t->workers[1].channel_fd, -1);
 	ck_assert_int_eq(t->workers[1].w.pgid, 89);
 	ck_assert_uint_eq(t->workers[1].w.deadline_usec, 123456789);
 	free(s);
