@@ -47,7 +47,7 @@ UNIT_BIN := $(BUILD)/unit-tests
 
 obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
 
-.PHONY: all deps check check-run unit integration lint demo demo-run bench bench-run \
+.PHONY: all deps check check-run unit integration lint demo demo-run bench bench-run fuzz \
 	install uninstall clean format
 
 all: deps
@@ -142,6 +142,19 @@ demo: deps
 bench: deps
 	@$(MAKE) --no-print-directory programs
 	@tests/bench/run $(BUILD)
+
+# libFuzzer over every proto/ decoder (tests/fuzz/README.md); FUZZ_SECONDS bounds the run.
+FUZZ_SECONDS ?= 60
+fuzz:
+	@command -v clang-14 >/dev/null || { echo "make fuzz: needs clang-14 and libclang-rt-14-dev (apt-get install clang-14 libclang-rt-14-dev)" >&2; exit 1; }
+	@mkdir -p build/fuzz/corpus-proto
+	clang-14 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
+		-std=c17 -D_GNU_SOURCE -Wall -Wextra -Werror -Iproto \
+		tests/fuzz/fuzz_proto.c proto/proto.c -o build/fuzz/fuzz_proto
+	cp tests/fuzz/corpus/proto/* build/fuzz/corpus-proto/
+	@mkdir -p build/fuzz/artifacts
+	build/fuzz/fuzz_proto -max_total_time=$(FUZZ_SECONDS) -max_len=70000 \
+		-artifact_prefix=build/fuzz/artifacts/ build/fuzz/corpus-proto
 
 install: programs
 	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man8
