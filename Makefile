@@ -34,7 +34,7 @@ CFLAGS_SD   = $(shell $(PKG_CONFIG) --cflags libsystemd 2>/dev/null)
 LDLIBS_CHK  = $(shell $(PKG_CONFIG) --libs check 2>/dev/null)
 CFLAGS_CHK  = $(shell $(PKG_CONFIG) --cflags check 2>/dev/null)
 
-PROTO_SRC	:= proto/duration.c proto/fdpass.c proto/lclose.c proto/proto.c
+PROTO_SRC	:= proto/duration.c proto/fdpass.c proto/lclose.c proto/proto.c proto/sockaddr.c
 SUPERVISOR_LIB	:= supervisor/config.c supervisor/drain.c supervisor/listener.c supervisor/log.c \
 		   supervisor/sysd.c supervisor/upgrade.c supervisor/control.c supervisor/listening.c \
 		   supervisor/notify.c supervisor/rollout.c supervisor/spawn.c \
@@ -71,7 +71,8 @@ $(BUILD)/batonctl: $(call obj,supervisor/ctl.c supervisor/control.c supervisor/l
 		    supervisor/log.c $(PROTO_SRC))
 	$(CC) $(ALL_CFLAGS) $^ $(LDLIBS_SD) -o $@
 
-$(BUILD)/example-httpd: $(call obj,worker/examples/example-httpd.c proto/duration.c) $(BUILD)/libbaton.a
+$(BUILD)/example-httpd: $(call obj,worker/examples/example-httpd.c proto/duration.c proto/sockaddr.c) \
+			 $(BUILD)/libbaton.a
 	$(CC) $(ALL_CFLAGS) $^ $(LDLIBS_SD) -o $@
 
 # libbaton (worker/baton.h). The shared library exports baton_* only (worker/libbaton.map); the
