@@ -10,8 +10,8 @@
 #include "listener.h"
 #include "rollout.h"
 
-#define CONFIG_MAX_ALLOW     64	 /* --fd-allow entries */
-#define CONFIG_MAX_LISTENERS 250 /* fds 3..252; also keeps one SCM_RIGHTS message enough */
+#define CONFIG_MAX_ALLOW     64	  /* --fd-allow entries */
+#define CONFIG_MAX_LISTENERS 1024 /* listeners; workers get fds 3..1026 (batond raises its limit) */
 
 #define CONFIG_READY_TIMEOUT_DEFAULT_USEC (UINT64_C(60) * 1000000) /* 60 s */
 #define CONFIG_DRAIN_TIMEOUT_DEFAULT_USEC (UINT64_C(30) * 1000000) /* 30 s */

@@ -1834,6 +1834,7 @@ int main(int argc, char **argv)
 		batond_done(&b);
 		return 1;
 	}
+	spawn_raise_fd_limit();
 	/* Orphans of our workers come to us, not to init: we reap them and nothing escapes. */
 	if (prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) < 0)
 		log_warning_errno(-errno, "become child subreaper, ignoring");

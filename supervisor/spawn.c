@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <stdint.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -285,6 +286,21 @@ static void fill_listen_pid(char **envp, pid_t pid)
 	}
 }
 
+static struct rlimit original_nofile; /* as batond started; rlim_cur 0 if never raised */
+
+void spawn_raise_fd_limit(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+		return;
+	original_nofile = rl;
+	if (rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		(void)setrlimit(RLIMIT_NOFILE, &rl);
+	}
+}
+
 /* Runs in the child between fork() and exec(): async-signal-safe calls only. Never returns. */
 static void __attribute__((noreturn))
 child(const char *path, char *const *argv, char **envp, const int *fds, size_t n_fds, int errfd)
@@ -335,6 +351,16 @@ child(const char *path, char *const *argv, char **envp, const int *fds, size_t n
 	if (close_range((unsigned)errfd + 1, UINT_MAX, 0) < 0)
 		goto fail;
 
+	/* The worker's own limit as batond started, but room for what it inherits. */
+	if (original_nofile.rlim_cur > 0) {
+		struct rlimit rl = original_nofile;
+
+		if (rl.rlim_cur < (rlim_t)target_end + 64)
+			rl.rlim_cur = (rlim_t)target_end + 64 < rl.rlim_max
+					      ? (rlim_t)target_end + 64
+					      : rl.rlim_max;
+		(void)setrlimit(RLIMIT_NOFILE, &rl);
+	}
 	fill_listen_pid(envp, getpid());
 	(void)execve(path, argv, envp);
 fail:

@@ -7,7 +7,7 @@
 
 #include "listener.h"
 
-#define SPAWN_MAX_FDS 250 /* fds passed to one worker: 3..252 */
+#define SPAWN_MAX_FDS 1024 /* fds passed to one worker: 3..1026 */
 
 /* What a worker's environment says about itself; strings are copied. */
 struct spawn_env {
@@ -56,3 +56,11 @@ char **spawn_env_free(char **envp);
  */
 int spawn_worker(const char *path, char *const *argv, char **envp, const int *fds, size_t n_fds,
 		 pid_t *ret_pid);
+
+/*
+ * Raises batond's own soft RLIMIT_NOFILE to the hard limit (it holds every listener, a channel
+ * per worker, and passes up to SPAWN_MAX_FDS fds in one spawn), remembering the soft limit it
+ * started with: workers get that one back, raised only as far as their listeners need, since
+ * some programs misbehave with a huge limit (select() and FD_SETSIZE).
+ */
+void spawn_raise_fd_limit(void);

@@ -14,8 +14,8 @@
 
 #include "config.h"
 
-#define ARGS_MAX     600  /* arguments in one test command line: 251 listeners need 503 */
-#define ARGS_BUF     8192 /* bytes of their text */
+#define ARGS_MAX     2100 /* arguments in one test command line: 1025 listeners need 2053 */
+#define ARGS_BUF     32768 /* bytes of their text */
 #define TEST_PATH    "/usr/local/bin:/usr/bin:/bin" /* PATH for config_parse to search */
 #define FIND_POISON  "untouched" /* what a failing config_find_executable() must leave */
 #define TMPDIR_MODEL "/tmp/baton-unit-config-XXXXXX"
@@ -261,7 +261,7 @@ START_TEST(a_second_parse_starts_from_scratch)
 }
 END_TEST
 
-START_TEST(up_to_250_listeners_are_accepted_and_the_251st_is_refused)
+START_TEST(up_to_the_limit_listeners_are_accepted_and_one_more_is_refused)
 {
 	struct config *c = config_alloc();
 	struct args *a = args_new(ARGV("-n", "1"));
@@ -276,7 +276,7 @@ START_TEST(up_to_250_listeners_are_accepted_and_the_251st_is_refused)
 	r = config_parse(a->argc, a->argv, c);
 	ck_assert_int_eq(r, CONFIG_RUN);
 	ck_assert_uint_eq(c->n_listeners, CONFIG_MAX_LISTENERS);
-	ck_assert_str_eq(c->listeners[CONFIG_MAX_LISTENERS - 1].name, "listen249");
+	ck_assert_str_eq(c->listeners[CONFIG_MAX_LISTENERS - 1].name, "listen1023");
 	free(a);
 
 	a = args_new(ARGV("-n", "1"));
@@ -656,7 +656,7 @@ Suite *config_suite(void)
 	tcase_add_test(tc, batch_larger_than_the_workers_is_clamped);
 	tcase_add_test(tc, worker_counts_1_and_256_are_the_bounds);
 	tcase_add_test(tc, a_second_parse_starts_from_scratch);
-	tcase_add_test(tc, up_to_250_listeners_are_accepted_and_the_251st_is_refused);
+	tcase_add_test(tc, up_to_the_limit_listeners_are_accepted_and_one_more_is_refused);
 	tcase_add_test(tc, help_and_version_print_to_stdout_and_ask_to_exit);
 	tcase_add_test(tc, missing_listener_or_command_is_refused);
 	tcase_add_test(tc, unknown_options_and_missing_arguments_are_refused);
