@@ -14,7 +14,7 @@
 
 #include "config.h"
 
-#define ARGS_MAX     2100 /* arguments in one test command line: 1025 listeners need 2053 */
+#define ARGS_MAX     2100  /* arguments in one test command line: 1025 listeners need 2053 */
 #define ARGS_BUF     32768 /* bytes of their text */
 #define TEST_PATH    "/usr/local/bin:/usr/bin:/bin" /* PATH for config_parse to search */
 #define FIND_POISON  "untouched" /* what a failing config_find_executable() must leave */
