@@ -91,3 +91,54 @@ def test_scm_channels_survive_a_self_upgrade():
         check(b.count(r"sent DRAIN to worker pid") >= 2, b.log())
     finally:
         b.cleanup()
+
+
+def test_ten_thousand_bad_messages_cost_the_fd_socket_nothing():
+    import random
+    with tempfile.TemporaryDirectory() as d:
+        b = Batond(["-l", "127.0.0.1:0", "--fd-socket", f"{d}/fd.sock", "--ready", "none"],
+                   ["sleep", "600"])
+        try:
+            b.wait_log(r"generation 1: 1/1 workers ready")
+            before = len(os.listdir(f"/proc/{b.pid}/fd"))
+            rnd = random.Random(4)
+            garbage = [
+                b"",                                                  # empty record
+                b"NOPE" + bytes(8),                                   # bad magic
+                message(HELLO, struct.pack("<IHH", 1, 2, 0))[:-1],    # truncated
+                message(HELLO, struct.pack("<IHH", 1, 2, 0)) + b"x",  # trailing byte
+                b"BATN" + bytes([9, 0, 1, 0, 8, 0, 0, 0]) + bytes(8), # unknown major
+                message(HELLO, struct.pack("<IHH", 1, 1, 0)),         # WORKER role here
+                message(7, b""),                                      # ERROR, malformed
+                message(3),                                           # READY before HELLO
+            ]
+            sent = 0
+            while sent < 10000:
+                c = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+                c.settimeout(30)
+                # A full backlog answers a Unix connect with EAGAIN: wait for batond.
+                wait_for(lambda: c.connect_ex(f"{d}/fd.sock") == 0, "room in the backlog")
+                # Several bad messages per connection, a random one sometimes cut short.
+                for _ in range(10):
+                    msg = rnd.choice(garbage)
+                    if rnd.random() < 0.2:
+                        msg = bytes(rnd.getrandbits(8) for _ in range(rnd.randrange(1, 40)))
+                    try:
+                        c.send(msg)
+                    except (BrokenPipeError, ConnectionResetError):
+                        break
+                    sent += 1
+                c.close()
+            # Still serving every good client, and no fd left behind.
+            c = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            c.connect(f"{d}/fd.sock")
+            c.sendall(message(HELLO, struct.pack("<IHH", os.getpid(), 2, 0)))
+            kind, _, fds = receive(c)
+            c.close()
+            check(kind == LISTENERS and len(fds) == 1, "a good client was not served")
+            os.close(fds[0])
+            wait_for(lambda: len(os.listdir(f"/proc/{b.pid}/fd")) == before,
+                     f"batond's fds back to {before}")
+            check(b.proc.poll() is None, "batond died")
+        finally:
+            b.cleanup()
