@@ -76,6 +76,7 @@ struct batond {
 	char self_path[4096];
 	char **argv;
 	bool adopted; /* this image took over from an older one */
+	bool handoff; /* ... through the minimal handoff (another state version) */
 	int adopted_control_fd;
 
 	/* --ready listening: a look at /proc every READY_POLL_USEC while a worker starts. */
@@ -743,9 +744,21 @@ static int pid_file_write(const char *path)
 	return 0;
 }
 
+static int fd_set_cloexec(int fd, bool on)
+{
+	int flags = fcntl(fd, F_GETFD);
+
+	if (flags < 0)
+		return -errno;
+	if (fcntl(fd, F_SETFD, on ? flags | FD_CLOEXEC : flags & ~FD_CLOEXEC) < 0)
+		return -errno;
+	return 0;
+}
+
 /*
  * Runs "NEW --upgrade-check ARGS..." and reads its answer: the new binary must parse our command
  * line and speak our state version before we exec it. Blocks for at most UPGRADE_CHECK_USEC.
+ * Returns 0 (same version), 1 (another state version: minimal handoff) or -EPROTO.
  */
 static int upgrade_preflight(struct batond *b)
 {
@@ -811,6 +824,16 @@ static int upgrade_preflight(struct batond *b)
 		;
 	(void)snprintf(expect, sizeof(expect), "baton-upgrade-ok %d\n", UPGRADE_STATE_VERSION);
 	if (strcmp(answer, expect) != 0) {
+		int version;
+
+		/* A batond of another state version: it can still take the minimal handoff. */
+		if (sscanf(answer, "baton-upgrade-ok %d", &version) == 1 && version > 0) {
+			log_notice(
+				"upgrade %s: the new binary keeps state version %d, this one %d: "
+				"handing over listeners and workers only; a new generation follows",
+				b->self_path, version, UPGRADE_STATE_VERSION);
+			return 1;
+		}
 		log_error("upgrade %s: the new binary answered '%.*s' to %s, expected '%.*s'",
 			  b->self_path, (int)strcspn(answer, "\n"), answer, UPGRADE_CHECK_OPTION,
 			  (int)strcspn(expect, "\n"), expect);
@@ -819,15 +842,52 @@ static int upgrade_preflight(struct batond *b)
 	return 0;
 }
 
-static int fd_set_cloexec(int fd, bool on)
+/*
+ * The minimal handoff, understood by every batond whatever its state version (docs/DESIGN.md):
+ * BATON_HANDOFF_LISTENERS="fd:name,..." and BATON_HANDOFF_WORKERS="pid:pgid:r|d,..." (ready or
+ * draining). The new batond adopts the ready workers as the serving generation, the others as
+ * draining, and at once rolls a fresh generation that drains the adopted one.
+ */
+static int upgrade_minimal(struct batond *b)
 {
-	int flags = fcntl(fd, F_GETFD);
+	_cleanup_free_ char *ls = NULL, *ws = NULL;
+	size_t size = 64 + (size_t)ROLLOUT_MAX_RECORDS * 40, off = 0;
+	int r;
 
-	if (flags < 0)
-		return -errno;
-	if (fcntl(fd, F_SETFD, on ? flags | FD_CLOEXEC : flags & ~FD_CLOEXEC) < 0)
-		return -errno;
-	return 0;
+	ls = malloc(b->cfg.n_listeners * (LISTENER_NAME_MAX + 16) + 1);
+	ws = malloc(size);
+	if (!ls || !ws)
+		return log_error_errno(-ENOMEM, "upgrade: minimal handoff");
+	ls[0] = ws[0] = '\0';
+	for (size_t i = 0; i < b->cfg.n_listeners; i++)
+		off += (size_t)sprintf(ls + off, "%s%d:%s", i ? "," : "", b->cfg.listeners[i].fd,
+				       b->cfg.listeners[i].name);
+	off = 0;
+	for (unsigned i = 0; rollout_worker_at(b->rollout, i); i++) {
+		const struct rollout_worker *w = rollout_worker_at(b->rollout, i);
+		char kind;
+
+		if (w->state == ROLLOUT_W_STARTING || w->state == ROLLOUT_W_READY)
+			kind = 'r';
+		else if (w->state == ROLLOUT_W_DRAINING || w->state == ROLLOUT_W_KILLED)
+			kind = 'd';
+		else
+			continue;
+		off += (size_t)snprintf(ws + off, size - off, "%s%d:%d:%c", off ? "," : "", w->pid,
+					w->pgid, kind);
+	}
+	for (size_t i = 0; i < b->cfg.n_listeners; i++)
+		(void)fd_set_cloexec(b->cfg.listeners[i].fd, false);
+	(void)setenv("BATON_HANDOFF_LISTENERS", ls, 1);
+	(void)setenv("BATON_HANDOFF_WORKERS", ws, 1);
+	log_notice("upgrade: executing %s with the minimal handoff", b->self_path);
+	(void)execve(b->self_path, b->argv, environ);
+	r = -errno;
+	(void)unsetenv("BATON_HANDOFF_LISTENERS");
+	(void)unsetenv("BATON_HANDOFF_WORKERS");
+	for (size_t i = 0; i < b->cfg.n_listeners; i++)
+		(void)fd_set_cloexec(b->cfg.listeners[i].fd, true);
+	return log_error_errno(r, "upgrade: exec %s: this batond keeps serving", b->self_path);
 }
 
 /* Everything the new image must keep open, CLOEXEC or not. */
@@ -908,6 +968,8 @@ static int batond_upgrade(struct batond *b)
 		return -EAGAIN;
 	}
 	r = upgrade_preflight(b);
+	if (r == 1)
+		return upgrade_minimal(b);
 	if (r < 0) {
 		if (r != -EPROTO) /* the preflight said what was wrong */
 			log_error_errno(r, "upgrade %s: preflight", b->self_path);
@@ -975,6 +1037,86 @@ static void upgrade_fall_back(struct batond *b)
 	log_error_errno(-errno, "upgrade: exec the previous image");
 }
 
+/* Takes an inherited listener fd under name: the configured one of that name, or a new one. */
+static int take_listener(struct batond *b, int fd, const char *name, bool owns_path, dev_t dev,
+			 ino_t ino)
+{
+	struct listener got, *l = NULL;
+	int r;
+
+	(void)fd_set_cloexec(fd, true);
+	r = listener_from_fd(fd, name, &got);
+	if (r < 0)
+		return log_error_errno(r, "upgrade: listener %s (fd %d)", name, fd);
+	got.inherited = false;
+	got.owns_path = owns_path;
+	got.path_dev = dev;
+	got.path_ino = ino;
+	for (size_t j = 0; j < b->cfg.n_listeners && !l; j++)
+		if (b->cfg.listeners[j].fd < 0 && strcmp(b->cfg.listeners[j].name, name) == 0)
+			l = &b->cfg.listeners[j];
+	if (!l) {
+		/* Inherited from systemd, or added with batonctl listen: keep handing it on. */
+		if (b->cfg.n_listeners >= CONFIG_MAX_LISTENERS)
+			return log_error_errno(-E2BIG, "upgrade: listener %s (fd %d)", name, fd);
+		l = &b->cfg.listeners[b->cfg.n_listeners++];
+	}
+	*l = got;
+	return 0;
+}
+
+/* The minimal handoff (see upgrade_minimal()): returns 1 if there was one, 0, or -errno. */
+static int handoff_take_over(struct batond *b)
+{
+	const char *ls = getenv("BATON_HANDOFF_LISTENERS");
+	const char *ws = getenv("BATON_HANDOFF_WORKERS");
+	unsigned n = 0;
+	int r;
+
+	if (!ls || !ws)
+		return 0;
+	for (const char *p = ls; *p;) {
+		char name[LISTENER_NAME_MAX + 1];
+		int fd, len = 0;
+
+		if (sscanf(p, "%d:%255[^,]%n", &fd, name, &len) != 2 || fd < 0)
+			return log_error_errno(-EBADMSG, "upgrade: BATON_HANDOFF_LISTENERS");
+		r = take_listener(b, fd, name, false, 0, 0);
+		if (r < 0)
+			return r;
+		p += len;
+		if (*p == ',')
+			p++;
+	}
+	for (const char *p = ws; *p;) {
+		struct rollout_worker w = { .index = 0 };
+		char kind;
+		int len = 0;
+
+		if (sscanf(p, "%d:%d:%c%n", &w.pid, &w.pgid, &kind, &len) != 3 || w.pid <= 0)
+			return log_error_errno(-EBADMSG, "upgrade: BATON_HANDOFF_WORKERS");
+		/* Generation 1 serves until the fresh one is ready; 2 holds what was draining. */
+		w.gen = kind == 'r' ? 1 : 2;
+		w.state = kind == 'r' ? ROLLOUT_W_READY : ROLLOUT_W_DRAINING;
+		w.index = n++ % b->cfg.rollout.n_workers;
+		w.deadline_usec = kind == 'r' ? 0 : now_usec() + b->cfg.rollout.drain_timeout_usec;
+		r = rollout_adopt(b->rollout, &w, kind == 'r');
+		if (r < 0)
+			return log_error_errno(r, "upgrade: adopt worker pid %d", w.pid);
+		p += len;
+		if (*p == ',')
+			p++;
+	}
+	rollout_adopt_done(b->rollout, 3);
+	(void)unsetenv("BATON_HANDOFF_LISTENERS");
+	(void)unsetenv("BATON_HANDOFF_WORKERS");
+	b->handoff = true;
+	log_notice("upgrade: took over the minimal handoff: %zu listeners, %u workers; rolling a "
+		   "fresh generation",
+		   b->cfg.n_listeners, n);
+	return 1;
+}
+
 /*
  * The new image's side: takes the listeners, the notify socket and the workers of the old one.
  * Returns 1 if there was an upgrade to take over, 0 if not, or a negative errno.
@@ -988,7 +1130,7 @@ static int upgrade_take_over(struct batond *b)
 	int state_fd, n, r;
 
 	if (!e)
-		return 0;
+		return handoff_take_over(b);
 	state_fd = atoi(e);
 	(void)unsetenv(UPGRADE_ENV_STATE);
 	st = calloc(1, sizeof(*st));
@@ -1011,34 +1153,10 @@ static int upgrade_take_over(struct batond *b)
 		(void)fd_set_cloexec(st->control_fd, true);
 	for (size_t i = 0; i < st->n_listeners; i++) {
 		const struct upgrade_listener *u = &st->listeners[i];
-		bool used = false;
 
-		(void)fd_set_cloexec(u->fd, true);
-		for (size_t j = 0; j < b->cfg.n_listeners && !used; j++) {
-			struct listener *l = &b->cfg.listeners[j];
-
-			if (l->fd >= 0 || strcmp(l->name, u->name) != 0)
-				continue;
-			r = listener_from_fd(u->fd, l->name, l);
-			if (r < 0)
-				return log_error_errno(r, "upgrade: listener %s (fd %d)", u->name,
-						       u->fd);
-			l->inherited = false;
-			l->owns_path = u->owns_path;
-			l->path_dev = u->path_dev;
-			l->path_ino = u->path_ino;
-			used = true;
-		}
-		if (!used && b->cfg.n_listeners < CONFIG_MAX_LISTENERS) {
-			/* Inherited from systemd by the old image: keep handing it on. */
-			struct listener *l = &b->cfg.listeners[b->cfg.n_listeners];
-
-			r = listener_from_fd(u->fd, u->name, l);
-			if (r < 0)
-				return log_error_errno(r, "upgrade: listener %s (fd %d)", u->name,
-						       u->fd);
-			b->cfg.n_listeners++;
-		}
+		r = take_listener(b, u->fd, u->name, u->owns_path, u->path_dev, u->path_ino);
+		if (r < 0)
+			return r;
 	}
 	for (size_t i = 0; i < st->n_workers; i++) {
 		const struct rollout_worker *w;
@@ -1762,7 +1880,11 @@ static int run(struct batond *b)
 		if (r < 0)
 			log_error_errno(r, "%s: take over the channel", label);
 	}
-	if (b->adopted) {
+	if (b->handoff) {
+		/* Adopted without their state: replace them with a generation of our own at once. */
+		(void)feed_simple(b, ROLLOUT_TIMER, false);
+		(void)feed_simple(b, ROLLOUT_RELOAD, false);
+	} else if (b->adopted) {
 		/* Arms the deadlines the workers brought along; the reaper catches up on exits. */
 		(void)feed_simple(b, ROLLOUT_TIMER, false);
 		sysd_notify("MAINPID=%d\nREADY=1\nSTATUS=generation %u: serving; upgraded",

@@ -5,7 +5,7 @@ import shutil
 import signal
 import tempfile
 
-from harness import Batond, Load, bin_path, check, serving_pid, target_of, wait_for
+from harness import Batond, Load, alive, bin_path, check, serving_pid, target_of, wait_for
 
 HTTPD = bin_path("example-httpd")
 
@@ -82,5 +82,45 @@ def test_upgrade_to_a_binary_that_exits_at_once_leaves_the_old_batond_serving():
             line = upgrade(b, 1)
             check("took over" in line, f"the good binary: {line}")
             check(b.workers() == w, "workers changed")
+        finally:
+            b.cleanup()
+
+
+def test_upgrade_to_another_state_version_hands_over_and_rolls_a_fresh_generation():
+    with tempfile.TemporaryDirectory() as d:
+        exe = os.path.join(d, "batond")
+        real = os.path.join(d, "batond.next")
+        shutil.copy(bin_path("batond"), exe)
+        shutil.copy(bin_path("batond"), real)
+        b = Batond(["-l", "127.0.0.1:0", "-l", f"u=unix:{d}/u.sock", "-n", "2"], [HTTPD],
+                   batond=exe)
+        try:
+            addr = b.address()
+            b.wait_log(r"generation 1: 2/2 workers ready")
+            old = set(b.workers())
+            # The "new release": speaks state version 999, so only the minimal handoff works.
+            with open(exe + ".tmp", "w") as f:
+                f.write("#!/bin/sh\n"
+                        'if [ "$1" = --upgrade-check ]; then echo "baton-upgrade-ok 999"; '
+                        "exit 0; fi\n"
+                        f'exec "{real}" "$@"\n')
+            os.chmod(exe + ".tmp", 0o755)
+            os.rename(exe + ".tmp", exe)
+            load = Load(target_of(addr), duration="120s", threads=4)
+            try:
+                mark = b.mark()
+                b.signal(signal.SIGUSR2)
+                b.wait_log(r"took over the minimal handoff: 2 listeners, 2 workers", start=mark)
+                b.wait_log(r"generation \d+: 2/2 workers ready in .*; reload done", start=mark)
+                wait_for(lambda: not any(alive(p) for p in old), "the adopted workers to drain")
+                new = set(b.workers())
+                check(len(new) == 2 and not (new & old), f"{old} -> {new}")
+                load.proc.send_signal(signal.SIGINT)
+                res = load.result()
+            finally:
+                load.kill()
+            check(res["failed"] == 0 and res["ok"] > 0, res)
+            check(b.proc.poll() is None, "batond died")
+            check(serving_pid(f"unix:{d}/u.sock") in new, "the Unix listener is not served")
         finally:
             b.cleanup()
