@@ -147,15 +147,27 @@ class Batond:
 
     def cleanup(self):
         """Stops batond and everything it started, by pid, whatever state the test left."""
+        if self.proc.poll() is None:
+            try:
+                # Frozen first, so that it respawns nothing while its workers die.
+                self.proc.send_signal(signal.SIGSTOP)
+            except ProcessLookupError:
+                pass
         pids = set(children_of(self.pid)) | self.known
+        mine = os.getpgrp()
+        for p in pids:
+            try:
+                # A worker leads its own group: kill the group at once, so that a server's
+                # master cannot start a replacement child between two kills.
+                if os.getpgid(p) == p and p != mine:
+                    os.killpg(p, signal.SIGKILL)
+                else:
+                    os.kill(p, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
         if self.proc.poll() is None:
             try:
                 self.proc.send_signal(signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        for p in pids:
-            try:
-                os.kill(p, signal.SIGKILL)
             except ProcessLookupError:
                 pass
         try:
