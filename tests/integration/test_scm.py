@@ -142,3 +142,37 @@ def test_ten_thousand_bad_messages_cost_the_fd_socket_nothing():
             check(b.proc.poll() is None, "batond died")
         finally:
             b.cleanup()
+
+
+def test_fd_socket_refuses_a_peer_of_another_uid_unless_allowed():
+    import subprocess
+    peer = (
+        "import os, socket, struct, sys\n"
+        "os.setgid(65534); os.setuid(65534)\n"
+        "c = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)\n"
+        "c.connect(sys.argv[1])\n"
+        "try:\n"
+        "    c.sendall(b'BATN' + struct.pack('<BBHI', 1, 0, 1, 8) +\n"
+        "              struct.pack('<IHH', os.getpid(), 2, 0))\n"
+        "except BrokenPipeError:\n"
+        "    pass  # refused before it spoke: the ERROR is still there to read\n"
+        "data, anc, _, _ = c.recvmsg(65536, socket.CMSG_SPACE(64))\n"
+        "print(struct.unpack('<H', data[6:8])[0] if data else 0, len(anc))\n")
+    for allow, expect in (([], "7 0"), (["--fd-allow", "65534"], "2 1")):
+        with tempfile.TemporaryDirectory() as d:
+            os.chmod(d, 0o755)
+            b = Batond(["-l", "127.0.0.1:0", "--fd-socket", f"{d}/fd.sock", "--ready", "none",
+                        *allow], ["sleep", "600"])
+            try:
+                b.wait_log(r"generation 1: 1/1 workers ready")
+                if not allow:
+                    # The file is 0600 then: open it up to show the credential check refuses.
+                    os.chmod(f"{d}/fd.sock", 0o666)
+                p = subprocess.run([sys.executable, "-c", peer, f"{d}/fd.sock"],
+                                   capture_output=True, text=True, timeout=60)
+                # 7 = ERROR without fds for a stranger; 2 = LISTENERS with its fd when allowed.
+                check(p.stdout.split() == expect.split(), f"{allow}: {p.stdout!r} {p.stderr!r}")
+                if not allow:
+                    b.wait_log(r"uid 65534")
+            finally:
+                b.cleanup()
