@@ -117,7 +117,7 @@ static bool text_is_valid(const char *s, size_t n)
 
 static bool type_is_known(uint16_t type)
 {
-	return type >= PROTO_HELLO && type <= PROTO_ERROR;
+	return type >= PROTO_HELLO && type <= PROTO_REFRESH;
 }
 
 static bool kind_is_known(unsigned kind)
@@ -294,6 +294,11 @@ int proto_decode_ready(const uint8_t *buf, size_t len)
 int proto_decode_drained(const uint8_t *buf, size_t len)
 {
 	return decode_empty(buf, len, PROTO_DRAINED);
+}
+
+int proto_decode_refresh(const uint8_t *buf, size_t len)
+{
+	return decode_empty(buf, len, PROTO_REFRESH);
 }
 
 int proto_decode_drain(const uint8_t *buf, size_t len, struct proto_drain *ret)
@@ -509,6 +514,11 @@ int proto_encode_drained(uint8_t *buf, size_t size)
 	return encode_empty(buf, size, PROTO_DRAINED);
 }
 
+int proto_encode_refresh(uint8_t *buf, size_t size)
+{
+	return encode_empty(buf, size, PROTO_REFRESH);
+}
+
 int proto_encode_drain(uint8_t *buf, size_t size, const struct proto_drain *m)
 {
 	size_t off;
@@ -559,7 +569,7 @@ const char *proto_type_to_string(uint16_t type)
 		[PROTO_HELLO] = "HELLO",   [PROTO_LISTENERS] = "LISTENERS",
 		[PROTO_READY] = "READY",   [PROTO_DRAIN] = "DRAIN",
 		[PROTO_STATUS] = "STATUS", [PROTO_DRAINED] = "DRAINED",
-		[PROTO_ERROR] = "ERROR",
+		[PROTO_ERROR] = "ERROR",   [PROTO_REFRESH] = "REFRESH",
 	};
 
 	return type_is_known(type) ? names[type] : "unknown";

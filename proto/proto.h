@@ -22,7 +22,7 @@
 /* Version: major changes only with an incompatible layout; minor adds types or values. */
 #define PROTO_MAGIC	    UINT32_C(0x4e544142) /* the bytes "BATN" as a little-endian u32 */
 #define PROTO_VERSION_MAJOR 1
-#define PROTO_VERSION_MINOR 0
+#define PROTO_VERSION_MINOR 1
 
 /* Sizes, in bytes. The header: magic u32, major u8, minor u8, type u16, body length u32. */
 #define PROTO_HEADER_SIZE 12
@@ -48,6 +48,7 @@ enum proto_type {
 	PROTO_STATUS = 5,    /* worker -> batond: progress */
 	PROTO_DRAINED = 6,   /* worker -> batond: nothing left in flight */
 	PROTO_ERROR = 7,     /* either way: why the sender is closing; frozen in every major */
+	PROTO_REFRESH = 8,   /* worker -> batond (1.1): send the listener set again, as it is now */
 };
 
 enum proto_role {
@@ -123,6 +124,7 @@ int proto_decode_ready(const uint8_t *buf, size_t len);
 int proto_decode_drain(const uint8_t *buf, size_t len, struct proto_drain *ret);
 int proto_decode_status(const uint8_t *buf, size_t len, struct proto_status *ret);
 int proto_decode_drained(const uint8_t *buf, size_t len);
+int proto_decode_refresh(const uint8_t *buf, size_t len);
 /* Accepts an ERROR of any major version: its layout is frozen so refusals stay readable. */
 int proto_decode_error(const uint8_t *buf, size_t len, struct proto_error *ret);
 
@@ -141,6 +143,7 @@ int proto_encode_ready(uint8_t *buf, size_t size);
 int proto_encode_drain(uint8_t *buf, size_t size, const struct proto_drain *m);
 int proto_encode_status(uint8_t *buf, size_t size, const struct proto_status *m);
 int proto_encode_drained(uint8_t *buf, size_t size);
+int proto_encode_refresh(uint8_t *buf, size_t size);
 int proto_encode_error(uint8_t *buf, size_t size, const struct proto_error *m);
 
 /*

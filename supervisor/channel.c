@@ -378,6 +378,21 @@ static bool handle(struct channel *c, const uint8_t *buf, size_t len, size_t n_f
 			  h.major, h.minor, c->n_listeners);
 		c->said_hello = true;
 		return after_flush(c, flush(c));
+	case PROTO_REFRESH:
+		r = proto_decode_refresh(buf, len);
+		if (r < 0) {
+			fail(c, r, EBADMSG, "malformed REFRESH");
+			return false;
+		}
+		if (c->role != PROTO_ROLE_WORKER || !c->listeners_sent) {
+			fail(c, -EPROTO, EPROTO, "REFRESH before the first set was sent");
+			return false;
+		}
+		/* The whole current set again, from the start, behind what is queued. */
+		log_debug("%s: channel: REFRESH, sending %zu listeners", c->label, c->n_listeners);
+		c->listeners_sent = false;
+		c->next_listener = 0;
+		return after_flush(c, flush(c));
 	case PROTO_READY:
 	case PROTO_DRAINED:
 	case PROTO_STATUS:
@@ -585,6 +600,15 @@ int channel_adopt(sd_event *e, int fd, pid_t pid, const char *label,
 	(*ret)->listeners_sent = true;
 	(*ret)->next_listener = n_listeners;
 	return 0;
+}
+
+void channel_set_listeners(struct channel *c, const struct listener *listeners, size_t n_listeners)
+{
+	/* A set in the middle of being sent goes on from the same index into the new array. */
+	c->listeners = listeners;
+	c->n_listeners = n_listeners;
+	if (c->next_listener > n_listeners)
+		c->next_listener = n_listeners;
 }
 
 bool channel_is_settled(const struct channel *c)

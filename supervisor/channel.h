@@ -116,6 +116,12 @@ int channel_adopt(sd_event *e, int fd, pid_t pid, const char *label,
 		  const struct listener *listeners, size_t n_listeners,
 		  const struct channel_ops *ops, void *userdata, struct channel **ret);
 
+/*
+ * The listener set changed (batonctl listen or retire): what a REFRESH sends from now on.
+ * listeners must stay valid as for channel_new().
+ */
+void channel_set_listeners(struct channel *c, const struct listener *listeners, size_t n_listeners);
+
 /* True once HELLO is answered, the listener set sent, and nothing is waiting to be sent. */
 bool channel_is_settled(const struct channel *c);
 

@@ -1377,9 +1377,12 @@ static char *status_text(struct batond *b, bool json)
 	return buf;
 }
 
-/* The listener set changed: what spawns and the fd socket hand out follows it. */
+/* The listener set changed: what spawns, REFRESH and the fd socket hand out follows it. */
 static void listeners_changed(struct batond *b)
 {
+	for (unsigned i = 0; i < ROLLOUT_MAX_RECORDS; i++)
+		if (b->extra[i].ch)
+			channel_set_listeners(b->extra[i].ch, b->cfg.listeners, b->cfg.n_listeners);
 	for (size_t i = 0; i < b->cfg.n_listeners; i++) {
 		struct stat st;
 

@@ -57,7 +57,8 @@ struct baton {
 	bool stopping_sent; /* STOPPING=1 went to $NOTIFY_SOCKET */
 	int drain_signal;
 	uint64_t drain_deadline_usec;
-	uint8_t *buf; /* PROTO_MAX_MESSAGE bytes, for the channel */
+	uint8_t *buf;	    /* PROTO_MAX_MESSAGE bytes, for the channel */
+	uint8_t peer_minor; /* batond's minor protocol version, from its messages */
 };
 
 static uint64_t now_usec(void)
@@ -204,6 +205,7 @@ static ssize_t channel_recv(struct baton *b, struct proto_header *ret_h, int *fd
 		channel_refuse(b, EBADMSG, "malformed message");
 		return r;
 	}
+	b->peer_minor = ret_h->minor;
 	if (ret_h->type == PROTO_ERROR) {
 		r = proto_decode_error(b->buf, (size_t)n, &e);
 		return r < 0 ? r : -e.code;
@@ -261,6 +263,7 @@ static int channel_open(struct baton *b)
 	int fds[PROTO_MAX_FDS_PER_MESSAGE];
 	uint8_t hello_msg[PROTO_HEADER_SIZE + 8];
 	size_t received = 0;
+	bool got_set = false; /* a LISTENERS message arrived: b->n_listeners is the total */
 	int domain = 0, type = 0, flags, r;
 	socklen_t len = sizeof(domain);
 
@@ -321,7 +324,8 @@ static int channel_open(struct baton *b)
 			}
 			return r;
 		}
-	} while (received < b->n_listeners);
+		got_set = true;
+	} while (!got_set || received < b->n_listeners);
 	return 0;
 }
 
@@ -686,6 +690,122 @@ static int channel_read(struct baton *b)
 		drain_begin(b, 0);
 	}
 	return 0; /* more may wait: the drain fd stays readable, so the program calls again */
+}
+
+/* Moves the listeners of a freshly received set that we do not know by name onto ours. */
+static int merge_listeners(struct baton *b, struct baton_listener *old, size_t n_old)
+{
+	struct baton_listener *fresh = b->listeners;
+	size_t n_fresh = b->n_listeners, n = n_old;
+	struct baton_listener *all = realloc(old, (n_old + n_fresh + 1) * sizeof(*old));
+	int added = 0;
+
+	if (!all) {
+		b->listeners = old;
+		b->n_listeners = n_old;
+		for (size_t i = 0; i < n_fresh; i++) {
+			close_fdp(&fresh[i].fd);
+			free(fresh[i].name);
+		}
+		free(fresh);
+		return -ENOMEM;
+	}
+	for (size_t i = 0; i < n_fresh; i++) {
+		bool known = false;
+
+		for (size_t j = 0; j < n_old && !known; j++)
+			known = strcmp(all[j].name, fresh[i].name) == 0;
+		if (known) {
+			/* The program already has this one: keep its fd, drop the duplicate. */
+			close_fdp(&fresh[i].fd);
+			free(fresh[i].name);
+			continue;
+		}
+		all[n++] = fresh[i];
+		added++;
+	}
+	free(fresh);
+	b->listeners = all;
+	b->n_listeners = n;
+	return added;
+}
+
+int baton_refresh(struct baton *b)
+{
+	_cleanup_free_ struct proto_listeners *m = NULL;
+	struct baton_listener *old;
+	size_t n_old, received = 0;
+	bool got_set = false; /* a LISTENERS message arrived: b->n_listeners is the total */
+	uint64_t deadline = usec_add(now_usec(), BATON_OPEN_TIMEOUT_MSEC * USEC_PER_MSEC);
+	uint8_t msg[PROTO_HEADER_SIZE];
+	int fds[PROTO_MAX_FDS_PER_MESSAGE];
+	int r;
+
+	if (!b)
+		return -EINVAL;
+	if (b->mode != BATON_MODE_CHANNEL || b->channel_fd < 0)
+		return -EOPNOTSUPP;
+	if (b->peer_minor < 1)
+		return -EOPNOTSUPP; /* a 1.0 batond does not know REFRESH */
+	m = malloc(sizeof(*m));
+	if (!m)
+		return -ENOMEM;
+	r = channel_send(b, msg, proto_encode_refresh(msg, sizeof(msg)), msec_until(deadline));
+	if (r < 0)
+		return r == -EAGAIN ? -ETIMEDOUT : r;
+
+	/* take_listeners() fills b->listeners: let it, with the old set put aside. */
+	old = b->listeners;
+	n_old = b->n_listeners;
+	b->listeners = NULL;
+	b->n_listeners = 0;
+	do {
+		struct proto_header h;
+		size_t n_fds = 0;
+		ssize_t n;
+
+		r = wait_fd(b->channel_fd, POLLIN, deadline);
+		if (r >= 0) {
+			n = channel_recv(b, &h, fds, &n_fds);
+			if (n == -EAGAIN)
+				continue;
+			r = n < 0 ? (int)n : 0;
+		}
+		if (r >= 0 && h.type == PROTO_DRAIN) {
+			struct proto_drain d;
+
+			/* A drain may come before the set: remember it, as baton_process() would. */
+			r = proto_decode_drain(b->buf, (size_t)n, &d);
+			if (r >= 0) {
+				b->drain_deadline_usec =
+					d.timeout_usec == PROTO_DRAIN_NO_TIMEOUT
+						? BATON_NO_DEADLINE
+						: usec_add(now_usec(), d.timeout_usec);
+				drain_begin(b, 0);
+			}
+			continue;
+		}
+		if (r >= 0 && h.type != PROTO_LISTENERS) {
+			close_fds(fds, n_fds);
+			channel_refuse(b, EPROTO, "LISTENERS expected");
+			r = -EPROTO;
+		}
+		if (r >= 0)
+			r = take_listeners(b, m, (size_t)n, fds, n_fds, &received);
+		if (r < 0) {
+			/* Whatever arrived is dropped; the program keeps the set it had. */
+			for (size_t i = 0; i < b->n_listeners; i++) {
+				close_fdp(&b->listeners[i].fd);
+				free(b->listeners[i].name);
+			}
+			free(b->listeners);
+			b->listeners = old;
+			b->n_listeners = n_old;
+			return r;
+		}
+		got_set = true;
+	} while (!got_set || received < b->n_listeners);
+	return merge_listeners(b, old, n_old);
 }
 
 int baton_process(struct baton *b)

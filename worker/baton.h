@@ -116,6 +116,16 @@ int baton_drain_fd(struct baton *b);
 int baton_drain_signals(struct baton *b, const int *signals, size_t n_signals);
 
 /*
+ * Channel mode only: asks batond for its listener set as it is now (REFRESH, protocol 1.1) and
+ * adds the listeners this process does not have yet, by name, after the ones it has (their
+ * indexes do not move). Blocks until the set arrived, at most 10 s; a DRAIN that comes
+ * meanwhile is remembered as baton_process() would. Returns the number of listeners added
+ * (0 or more), -EOPNOTSUPP without a channel or with a batond that speaks 1.0, or a negative
+ * errno (the set the program had stays as it was).
+ */
+int baton_refresh(struct baton *b);
+
+/*
  * Reads whatever is pending on the drain fd without blocking: a DRAIN message, a drain signal,
  * or the channel's end. Call it whenever the drain fd is readable. Returns 1 when draining, 0
  * when not, or a negative errno when the channel failed (-ECONNRESET: batond closed it; or the

@@ -180,3 +180,59 @@ def test_fd_socket_refuses_a_peer_of_another_uid_unless_allowed():
                     b.wait_log(r"uid 65534")
             finally:
                 b.cleanup()
+
+
+REFRESHER = r'''
+import os, signal, socket, struct, sys, time
+sys.path.insert(0, sys.argv[2])
+from scm_worker import HELLO, LISTENERS, READY, message, receive
+ch = socket.socket(fileno=int(os.environ.pop("BATON_FD")))
+
+def take_set():
+    names, fds, total = [], [], None
+    while total is None or len(fds) < total:
+        kind, body, got = receive(ch)
+        if kind != LISTENERS:
+            continue  # a DRAIN would come here; none is expected in this test
+        first, count, total = struct.unpack("<HHH", body[:6])
+        off = 6
+        for _ in range(count):
+            n = body[off + 1]
+            names.append(body[off + 2:off + 2 + n].decode())
+            off += 2 + n
+            off += 1 + body[off]
+        fds += got
+    return names, fds
+
+# Blocked before READY, so the test's SIGUSR1 can never arrive unblocked.
+signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGUSR1])
+ch.sendall(message(HELLO, struct.pack("<IHH", os.getpid(), 1, 0)))
+names, fds = take_set()
+ch.sendall(message(READY))
+signal.sigwait([signal.SIGUSR1])
+ch.sendall(message(8))  # REFRESH
+names, fds = take_set()
+ports = [socket.socket(fileno=fd).getsockname()[1] for fd in fds]
+with open(sys.argv[1], "w") as f:
+    f.write(" ".join(f"{n}={p}" for n, p in zip(names, ports)))
+time.sleep(600)
+'''
+
+
+def test_a_channel_worker_that_asks_gets_a_listener_added_at_runtime():
+    import subprocess
+    with tempfile.TemporaryDirectory() as d:
+        out = f"{d}/refreshed"
+        b = Batond(["-c", f"{d}/ctl", "-l", "web=127.0.0.1:0", "--pass", "scm"],
+                   [sys.executable, "-c", REFRESHER, out, HERE])
+        try:
+            b.wait_log(r"generation 1: 1/1 workers ready")
+            p = subprocess.run([bin_path("batonctl"), "-c", f"{d}/ctl", "listen",
+                                "extra=127.0.0.1:0"], capture_output=True, text=True, timeout=60)
+            check(p.returncode == 0, p.stderr)
+            port = int(p.stdout.split("tcp://127.0.0.1:")[1].split()[0])
+            os.kill(b.workers()[0], signal.SIGUSR1)
+            got = wait_for(lambda: os.path.exists(out) and open(out).read(), "the refreshed set")
+            check(f"extra={port}" in got.split() and got.split()[0].startswith("web="), got)
+        finally:
+            b.cleanup()

@@ -290,6 +290,48 @@ static void script_listeners_then_close(int fd, const void *arg)
 	fake_expect_close(fd);
 }
 
+/* One listener at start; on REFRESH a DRAIN, then the set again with a second listener. */
+static void script_refresh(int fd, const void *arg)
+{
+	const int *fds = arg;
+	struct fake_listeners one = { .fds = fds, .n = 1 };
+	struct fake_listeners two = { .fds = fds, .n = 2 };
+
+	fake_expect_hello(fd);
+	fake_send_listeners(fd, &one);
+	(void)fake_expect(fd, PROTO_REFRESH);
+	fake_send_drain(fd, 5000000);
+	fake_send_listeners(fd, &two);
+	fake_expect_close(fd);
+}
+
+START_TEST(refresh_adds_the_listeners_batond_has_now_and_keeps_the_known_ones)
+{
+	int originals[2] = { tcp_listener(), tcp_listener() };
+	struct baton *b = NULL;
+	struct fake f;
+	int before = unit_count_fds(), fd0;
+
+	clean_env();
+	f = fake_start(script_refresh, originals);
+	ck_assert_int_eq(baton_open(&b, 0), 0);
+	ck_assert_uint_eq(baton_listener_count(b), 1);
+	fd0 = baton_listener_fd(b, 0);
+	ck_assert_int_eq(baton_refresh(b), 1);
+	ck_assert_uint_eq(baton_listener_count(b), 2);
+	/* The known one keeps its fd; the new one is the second socket; the DRAIN counted. */
+	ck_assert_int_eq(baton_listener_fd(b, 0), fd0);
+	ck_assert_str_eq(baton_listener_name(b, 1), "web1");
+	ck_assert(same_socket(baton_listener_fd(b, 1), originals[1]));
+	ck_assert_int_eq(baton_draining(b), 1);
+	b = baton_close(b);
+	fake_finish(f);
+	close_fdp(&originals[0]);
+	close_fdp(&originals[1]);
+	ck_assert_int_eq(unit_count_fds(), before - 2);
+}
+END_TEST
+
 START_TEST(channel_mode_takes_listeners_sent_in_several_messages_and_closes_them_all)
 {
 	int originals[3];
@@ -347,12 +389,12 @@ START_TEST(more_listeners_than_one_message_carries_arrive_whole_and_in_order)
 }
 END_TEST
 
-static const uint8_t ready_bytes[] = { 0x42, 0x41, 0x54, 0x4e, 0x01, 0x00,
+static const uint8_t ready_bytes[] = { 0x42, 0x41, 0x54, 0x4e, 0x01, 0x01,
 				       0x03, 0x00, 0x00, 0x00, 0x00, 0x00 };
-static const uint8_t status_5_ok_bytes[] = { 0x42, 0x41, 0x54, 0x4e, 0x01, 0x00, 0x05,
+static const uint8_t status_5_ok_bytes[] = { 0x42, 0x41, 0x54, 0x4e, 0x01, 0x01, 0x05,
 					     0x00, 0x08, 0x00, 0x00, 0x00, 0x05, 0x00,
 					     0x00, 0x00, 0x02, 0x00, 0x6f, 0x6b };
-static const uint8_t drained_bytes[] = { 0x42, 0x41, 0x54, 0x4e, 0x01, 0x00,
+static const uint8_t drained_bytes[] = { 0x42, 0x41, 0x54, 0x4e, 0x01, 0x01,
 					 0x06, 0x00, 0x00, 0x00, 0x00, 0x00 };
 
 static void script_expect_ready_status_drained(int fd, const void *arg)
@@ -1212,6 +1254,7 @@ Suite *baton_suite(void)
 		       channel_mode_takes_listeners_sent_in_several_messages_and_closes_them_all);
 	tcase_add_test(tc, more_listeners_than_one_message_carries_arrive_whole_and_in_order);
 	tcase_add_test(tc, ready_status_and_drained_reach_batond_as_the_protocol_bytes);
+	tcase_add_test(tc, refresh_adds_the_listeners_batond_has_now_and_keeps_the_known_ones);
 	tcase_add_test(tc, drain_makes_the_drain_fd_readable_and_sets_the_deadline);
 	tcase_add_test(tc, batond_closing_the_channel_begins_the_drain_and_quiets_the_drain_fd);
 	tcase_add_test(tc, a_batond_of_another_major_version_is_refused_with_eprotonosupport);

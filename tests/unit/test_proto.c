@@ -351,28 +351,28 @@ static void assert_bytes(const uint8_t *got, int n, const uint8_t *want, size_t 
 START_TEST(messages_have_the_documented_bytes)
 {
 	static const uint8_t hello[] = {
-		'B',  'A',  'T',  'N',	1, 0, 1, 0, 8, 0, 0, 0, /* header: v1.0 HELLO, 8 bytes */
+		'B',  'A',  'T',  'N',	1, 1, 1, 0, 8, 0, 0, 0, /* header: v1.1 HELLO, 8 bytes */
 		0x04, 0x03, 0x02, 0x01,				/* pid 0x01020304 */
 		1,    0,					/* role WORKER */
 		0,    0,					/* flags */
 	};
 	static const uint8_t listeners[] = {
-		'B', 'A', 'T', 'N', 1,	 0,   2,   0,	30,  0,	  0,   0, /* LISTENERS, 30 bytes */
+		'B', 'A', 'T', 'N', 1,	 1,   2,   0,	30,  0,	  0,   0, /* LISTENERS, 30 bytes */
 		0,   0,	  1,   0,   1,	 0, /* first 0, count 1, total 1 */
 		1,   3,	  'w', 'e', 'b',    /* tcp, "web" */
 		18,  't', 'c', 'p', ':', '/', '/', '1', '2', '7', '.', '0',
 		'.', '0', '.', '1', ':', '8', '0',
 	};
-	static const uint8_t ready[] = { 'B', 'A', 'T', 'N', 1, 0, 3, 0, 0, 0, 0, 0 };
+	static const uint8_t ready[] = { 'B', 'A', 'T', 'N', 1, 1, 3, 0, 0, 0, 0, 0 };
 	static const uint8_t drain[] = {
-		'B', 'A', 'T', 'N', 1, 0, 4, 0, 8, 0, 0, 0, 0x80, 0xc3, 0xc9, 0x01, 0, 0, 0, 0,
+		'B', 'A', 'T', 'N', 1, 1, 4, 0, 8, 0, 0, 0, 0x80, 0xc3, 0xc9, 0x01, 0, 0, 0, 0,
 	};
 	static const uint8_t status[] = {
-		'B', 'A', 'T', 'N', 1, 0, 5, 0, 8, 0, 0, 0, 5, 0, 0, 0, 2, 0, 'o', 'k',
+		'B', 'A', 'T', 'N', 1, 1, 5, 0, 8, 0, 0, 0, 5, 0, 0, 0, 2, 0, 'o', 'k',
 	};
-	static const uint8_t drained[] = { 'B', 'A', 'T', 'N', 1, 0, 6, 0, 0, 0, 0, 0 };
+	static const uint8_t drained[] = { 'B', 'A', 'T', 'N', 1, 1, 6, 0, 0, 0, 0, 0 };
 	static const uint8_t error[] = {
-		'B', 'A', 'T', 'N', 1, 0, 7, 0, 8, 0, 0, 0, 93, 0, 0, 0, 2, 0, 'v', '2',
+		'B', 'A', 'T', 'N', 1, 1, 7, 0, 8, 0, 0, 0, 93, 0, 0, 0, 2, 0, 'v', '2',
 	};
 	struct proto_hello h = { .pid = 0x01020304, .role = PROTO_ROLE_WORKER };
 	struct proto_listener l = listener(PROTO_KIND_TCP, "web", "tcp://127.0.0.1:80");
@@ -537,7 +537,7 @@ END_TEST
 
 START_TEST(an_unknown_type_is_refused)
 {
-	static const uint16_t types[] = { 0, 8, 0x100, 0xffff };
+	static const uint16_t types[] = { 0, 9, 0x100, 0xffff };
 	size_t len = sample(PROTO_READY, msg, sizeof(msg));
 
 	for (size_t i = 0; i < ELEMENTSOF(types); i++) {
