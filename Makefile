@@ -144,6 +144,9 @@ demo: deps
 bench: deps
 	@$(MAKE) --no-print-directory programs
 	@tests/bench/run $(BUILD)
+	@$(PYTHON) tests/bench/handoff.py $(BUILD)
+	@$(PYTHON) tests/bench/stop.py $(BUILD)
+	@$(PYTHON) tests/bench/servers.py $(BUILD)
 
 # libFuzzer over every proto/ decoder (tests/fuzz/README.md); FUZZ_SECONDS bounds the run.
 FUZZ_SECONDS ?= 60
