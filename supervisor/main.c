@@ -1359,12 +1359,17 @@ static char *status_text(struct batond *b, bool json)
 			json_string(f, l->name);
 			(void)fprintf(f, ",\"address\":");
 			json_string(f, l->spec);
-			(void)fprintf(f, ",\"kind\":\"%s\",\"queued\":%ld,\"backlog\":%ld}",
-				      listener_kind_to_string(l->kind), queued, backlog);
+			(void)fprintf(f,
+				      ",\"kind\":\"%s\",\"queued\":%ld,\"backlog\":%ld,"
+				      "\"retiring\":%s}",
+				      listener_kind_to_string(l->kind), queued, backlog,
+				      b->retire_index == (int)i ? "true" : "false");
 		} else {
 			(void)fprintf(f, "  %s: %s", l->name, l->spec);
 			if (queued >= 0)
 				(void)fprintf(f, ", accept queue %ld/%ld", queued, backlog);
+			if (b->retire_index == (int)i)
+				(void)fputs(", retiring", f);
 			(void)fputc('\n', f);
 		}
 	}

@@ -286,3 +286,37 @@ def test_graceful_stop_serves_a_client_whose_handshake_was_still_in_progress():
         b.wait_log(r"stop: every queue empty after", start=mark)
     finally:
         b.cleanup()
+
+
+def test_status_shows_a_listener_while_it_is_being_retired():
+    import json
+    import subprocess
+    from harness import bin_path
+    with tempfile.TemporaryDirectory() as d:
+        sock = f"{d}/ctl.sock"
+        b = Batond(["-c", sock, "-l", "a=127.0.0.1:0", "-l", "b=127.0.0.1:0"],
+                   [sys.executable, TINY])
+        try:
+            a_spec = b.address("a")
+            b.wait_log(r"generation 1: 1/1 workers ready")
+            w = b.workers()[0]
+            os.kill(w, signal.SIGSTOP)
+            held = queue_clients([a_spec])  # the queue keeps the retire waiting
+            retire = subprocess.Popen([bin_path("batonctl"), "-c", sock, "retire", "a"],
+                                      stdout=subprocess.PIPE, text=True)
+            try:
+                b.wait_log(r"retire a .*new connections refused")
+                rc, out, _ = ctl(sock, "status", "--json")
+                ls = {l["name"]: l for l in json.loads(out)["listeners"]}
+                check(ls["a"]["retiring"] is True and ls["b"]["retiring"] is False, ls)
+                check(ls["a"]["queued"] == K, f"queued {ls['a']['queued']}")
+                os.kill(w, signal.SIGCONT)
+                out, _ = retire.communicate(timeout=60)
+                check(retire.returncode == 0 and "retired a" in out, out)
+            finally:
+                if retire.poll() is None:
+                    retire.kill()
+                    retire.wait()
+            check([outcome(c) for c in held].count("ok") == K, "queued clients lost")
+        finally:
+            b.cleanup()
