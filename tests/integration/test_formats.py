@@ -59,8 +59,9 @@ def test_einhorn_format_with_ack_readiness_and_usr2_drain():
         check(b.count(r"\): worker:ack$") == 2, "readiness did not come from the acks")
         res = reloads_under_load(b, addr, 5)
         check(res["failed"] == 0 and res["ok"] > 0, res)
-        check(b.count(r"sent SIGUSR2 to worker pid") >= 10, "old workers not drained with USR2")
-        check(b.count(r"exited with status 0") >= 10, "einhorn workers did not drain cleanly")
+        # Lines about the last old generation may still be on their way to the reader.
+        wait_for(lambda: b.count(r"sent SIGUSR2 to worker pid") >= 10, "USR2 drains")
+        wait_for(lambda: b.count(r"exited with status 0") >= 10, "clean einhorn drains")
     finally:
         b.cleanup()
 
@@ -91,6 +92,6 @@ def test_nginx_variable_lists_every_fd_with_a_semicolon():
         b.wait_log(r"stopping")
         check(b.wait_exit() == 0, "exit")
         # nginx drains on QUIT: batond picked it without being told.
-        check(b.count(r"exited with signal QUIT") == 1, b.log())
+        b.wait_log(r"exited with signal QUIT")
     finally:
         b.cleanup()

@@ -37,7 +37,7 @@ def test_scm_workers_get_their_listeners_over_the_channel_through_reloads():
             finally:
                 load.kill()
             check(res["failed"] == 0 and res["ok"] > 0, res)
-            check(b.count(r"sent DRAIN to worker pid") >= 10, "DRAIN did not go over the channel")
+            wait_for(lambda: b.count(r"sent DRAIN to worker pid") >= 10, "DRAIN over the channel")
             check(b.count(r"sent SIGTERM to worker pid") == 0, "the signal was used instead")
         finally:
             b.cleanup()
@@ -88,7 +88,7 @@ def test_scm_channels_survive_a_self_upgrade():
             load.kill()
         check(res["failed"] == 0 and res["ok"] > 0, res)
         # The adopted channels carried the drain of generation 1.
-        check(b.count(r"sent DRAIN to worker pid") >= 2, b.log())
+        wait_for(lambda: b.count(r"sent DRAIN to worker pid") >= 2, "DRAIN over adopted channels")
     finally:
         b.cleanup()
 

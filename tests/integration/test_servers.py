@@ -163,6 +163,11 @@ def twenty_reloads_under_load(s):
             check(res["failed"] == 0, f"{res['failed']} failed requests over {RELOADS} reloads")
             if s.pid_body:
                 check(res["pids"] > s.n_procs, f"replies came from only {res['pids']} pids")
+            # The last lines may still be on their way to the reader: wait for the counts.
+            wait_for(lambda: b.count(rf"sent SIG{s.drain} to worker pid") >= RELOADS,
+                     f"SIG{s.drain} sent for every reload")
+            wait_for(lambda: b.count(r"generation \d+ worker \d+ \(pid \d+\): exited with "
+                                     r"status 0") >= RELOADS, "every old generation exiting 0")
             sent = b.count(rf"sent SIG{s.drain} to worker pid")
             check(sent == RELOADS, f"SIG{s.drain} sent {sent} times for {RELOADS} reloads")
             clean = b.count(r"generation \d+ worker \d+ \(pid \d+\): exited with status 0")
