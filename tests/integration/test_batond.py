@@ -76,7 +76,8 @@ def test_new_generation_that_exits_1_is_rolled_back_with_zero_failed():
                       f"unclear reason: {m.group(0)}")
                 os.unlink(flag)
                 # The old generation still serves, and a good reload afterwards works.
-                check(set(b.workers()) == old, f"old workers changed: {old} -> {b.workers()}")
+                # The failed generation's processes go away (killed, then reaped) shortly after.
+                wait_for(lambda: set(b.workers()) == old, f"only the old workers {old} left")
                 check(serving_pid(addr) in old, "a reply came from outside generation 1")
                 check(reload_and_wait(b, 3) == "done", "the next reload failed")
                 load.proc.send_signal(signal.SIGINT)
