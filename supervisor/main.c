@@ -1556,7 +1556,6 @@ static void on_control(void *userdata, struct control_client *cl, const char *li
 {
 	struct batond *b = userdata;
 	_cleanup_free_ char *text = NULL;
-	int r;
 
 	if (strcmp(line, "status") == 0 || strcmp(line, "status json") == 0) {
 		_cleanup_free_ char *body = status_text(b, strcmp(line, "status json") == 0);
@@ -1588,8 +1587,8 @@ static void on_control(void *userdata, struct control_client *cl, const char *li
 		/* Written before the exec; the new image does not know this connection. */
 		control_reply(cl, "ok upgrading\n");
 		log_info("control: upgrade requested");
-		r = batond_upgrade(b);
-		(void)r; /* we are still here: the reason is in the log */
+		/* Returns only if the upgrade did not happen; batond_upgrade() logged why. */
+		(void)batond_upgrade(b);
 	} else if (strncmp(line, "listen ", 7) == 0) {
 		control_listen(b, cl, line + 7);
 	} else if (strncmp(line, "retire ", 7) == 0) {
