@@ -237,6 +237,7 @@ static void run_spawn(struct batond *b, const struct rollout_action *a)
 		.pass = b->cfg.pass,
 		.master_pid = (int)getpid(),
 		.einhorn_sock = b->einhorn ? b->einhorn_path : NULL,
+		.drain_signal = b->cfg.drain_signal,
 		.gen = a->gen,
 		.index = a->index,
 	};

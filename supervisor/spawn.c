@@ -252,6 +252,13 @@ int spawn_env_build(char *const *base, const struct spawn_env *e, char ***ret_en
 		r = pushf(envp, &n, "BATON_GENERATION=%u", e->gen);
 	if (r >= 0)
 		r = pushf(envp, &n, "BATON_WORKER=%u", e->index);
+	/* What the drain request will be: the preload shim drains servers that have no drain. */
+	if (r >= 0 && e->drain_signal > 0) {
+		const char *name = sigabbrev_np(e->drain_signal);
+
+		r = name ? pushf(envp, &n, "BATON_DRAIN_SIGNAL=%s", name)
+			 : pushf(envp, &n, "BATON_DRAIN_SIGNAL=%d", e->drain_signal);
+	}
 	/* Ours first, then whatever the user preloads already. */
 	if (r >= 0 && e->preload)
 		r = preload_base && *preload_base

@@ -19,6 +19,7 @@ struct spawn_env {
 	unsigned pass;		  /* SPAWN_PASS_*: how the listeners are described */
 	int master_pid;		  /* batond's pid, for EINHORN_MASTER_PID */
 	const char *einhorn_sock; /* EINHORN_SOCK_PATH, or NULL */
+	int drain_signal;	  /* BATON_DRAIN_SIGNAL (its name, no SIG); 0: not set */
 };
 
 /* Hand-off formats (--pass); several may be combined. */

@@ -291,6 +291,7 @@ START_TEST(env_drops_inherited_activation_variables_and_adds_the_workers_own)
 		.listeners = ls,
 		.n_listeners = 2,
 		.notify_socket = "@batond-notify",
+		.drain_signal = SIGQUIT,
 		.gen = 3,
 		.index = 1,
 	};
@@ -306,7 +307,7 @@ START_TEST(env_drops_inherited_activation_variables_and_adds_the_workers_own)
 	base = spawn_env_free(base);
 	ck_assert_ptr_null(base);
 
-	ck_assert_uint_eq(strv_length(envp), 8);
+	ck_assert_uint_eq(strv_length(envp), 9);
 	ck_assert_str_eq(env_get(envp, "PATH"), "/bin");
 	ck_assert_str_eq(env_get(envp, "HOME"), "/root");
 	ck_assert_ptr_null(env_get(envp, "WATCHDOG_USEC"));
@@ -316,6 +317,7 @@ START_TEST(env_drops_inherited_activation_variables_and_adds_the_workers_own)
 	ck_assert_str_eq(env_get(envp, "NOTIFY_SOCKET"), "@batond-notify");
 	ck_assert_str_eq(env_get(envp, "BATON_GENERATION"), "3");
 	ck_assert_str_eq(env_get(envp, "BATON_WORKER"), "1");
+	ck_assert_str_eq(env_get(envp, "BATON_DRAIN_SIGNAL"), "QUIT");
 	/* A placeholder, not batond's inherited value, with room for any pid. */
 	pid = env_get(envp, "LISTEN_PID");
 	ck_assert_ptr_nonnull(pid);
@@ -341,6 +343,7 @@ START_TEST(env_drops_every_variable_of_batonds_own_inheritance)
 	ck_assert_ptr_null(env_get(envp, "FDSTORE"));
 	ck_assert_str_eq(env_get(envp, "BATON_GENERATION"), "1");
 	ck_assert_str_eq(env_get(envp, "BATON_WORKER"), "0");
+	ck_assert_ptr_null(env_get(envp, "BATON_DRAIN_SIGNAL")); /* none given: none set */
 	ck_assert_str_eq(env_get(envp, "LISTEN_FDS"), "0");
 	ck_assert_str_eq(env_get(envp, "TERM"), "xterm");
 	ck_assert_str_eq(env_get(envp, "MY_LISTEN_FDS"), "4");
