@@ -15,6 +15,9 @@
  *   swap      dup3() the held listener onto the server's fd; listen() on it returns 0.
  *   ready     The first time the server waits for a held listener (accept, poll, select,
  *             epoll_ctl), send READY=1 to NOTIFY_SOCKET, once per process tree.
+ *   drain     If the server left BATON_DRAIN_SIGNAL at its default action (it would die with
+ *             the requests it holds), that signal makes the shim plug the server's listener
+ *             fds (no new accept) and exit 0 once every connection it accepted is closed.
  *
  * It runs inside someone else's process, sometimes between fork() and exec() and sometimes in
  * a vfork() child that shares our memory: it never logs, never allocates, and changes its state
@@ -53,6 +56,10 @@
 #define SHIM_FD_HOME   1000 /* lowest fd number the held listeners move to at takeover */
 #define SHIM_PATH_MAX  sizeof(((struct sockaddr_un *)0)->sun_path) /* bytes of a Unix path */
 #define SHIM_READY     "READY=1"
+/* Accepted connections are tracked for the drain by fd number below this (a 128 KiB bitmap). */
+#define SHIM_MAX_CONN_FD (1 << 20)
+#define SHIM_MAX_WATCHES 64 /* epoll registrations of listener fds remembered per process */
+#define SHIM_MAX_PLUGGED (SHIM_MAX_SLOTS + SHIM_MAX_HELD) /* listener fds a drain can plug */
 
 #define SHIM_EXPORT __attribute__((visibility("default")))
 
@@ -104,6 +111,24 @@ static struct {
 	atomic_bool waits;     /* this process waited for a held listener: it is event-driven */
 	atomic_size_t n_slots; /* slots in use or freed; only grows */
 	struct shim_slot slots[SHIM_MAX_SLOTS];
+
+	/* The drain for servers that have none (drain_arm()). Per process, copied by fork(). */
+	int drain_signal;	 /* BATON_DRAIN_SIGNAL, read at load; 0: none */
+	atomic_bool drain_tried; /* drain_arm() ran in this process */
+	atomic_bool drain_armed; /* our handler is the drain signal's disposition */
+	atomic_bool draining;	 /* the drain signal came: listeners plugged, exit when idle */
+	atomic_int in_accept;	 /* threads inside accept() on a listener fd */
+	atomic_int n_conns;	 /* bits set in conns: accepted connections still open */
+	_Atomic uint64_t conns[SHIM_MAX_CONN_FD / 64];
+	struct {
+		atomic_int epfd1, fd; /* epfd1 is the epoll fd + 1; 0: free */
+	} watches[SHIM_MAX_WATCHES];
+	/* Listener fds the drain plugged, and whether the server believed them blocking. */
+	struct {
+		int fd;
+		bool blocking;
+	} plugged[SHIM_MAX_PLUGGED];
+	atomic_size_t n_plugged;
 } shim = {
 	.lock = PTHREAD_MUTEX_INITIALIZER,
 	.home_lo = INT_MAX,
@@ -134,6 +159,8 @@ REAL_DECL(ppoll);
 REAL_DECL(select);
 REAL_DECL(pselect);
 REAL_DECL(epoll_ctl);
+REAL_DECL(sigaction);
+REAL_DECL(signal);
 
 /* Fortified callers reach poll() through these; glibc declares them only under fortify. */
 int __poll_chk(struct pollfd *fds, nfds_t nfds, int timeout, size_t fdslen);
@@ -533,6 +560,261 @@ static void ready_now(void)
 	errno = saved;
 }
 
+static bool parse_decimal(const char *s, unsigned long max, unsigned long *ret)
+{
+	unsigned long v = 0;
+
+	if (!s || !*s)
+		return false;
+	for (; *s; s++) {
+		if (*s < '0' || *s > '9')
+			return false;
+		if (v > (max - (unsigned long)(*s - '0')) / 10)
+			return false;
+		v = v * 10 + (unsigned long)(*s - '0');
+	}
+	*ret = v;
+	return true;
+}
+
+/*
+ * The drain, for servers that have none. Such a server leaves the drain signal at its default
+ * action, so batond's drain request kills it with whatever requests its threads hold. Instead:
+ * the signal plugs each of its listener fds (an idle socket of the same kind takes the fd
+ * number, so no further accept() gets a connection and the queue stays for the other
+ * generation), and the process exits 0 when the last connection it accepted is closed.
+ *
+ * The work is done in the handler, not by setting a flag for later, because the thread the
+ * signal lands on may be a request thread while the accepting thread sleeps in a call we
+ * never see again; it is all async-signal-safe system calls. A connection counts from the
+ * accept() that returned it to the close() (or dup2(), close_range()) of that fd number.
+ * in_accept covers the moment in between: while a thread is inside accept(), nobody exits.
+ */
+
+static bool conn_mark(int fd)
+{
+	uint64_t bit;
+
+	if (fd < 0 || fd >= SHIM_MAX_CONN_FD)
+		return false;
+	bit = UINT64_C(1) << (fd % 64);
+	return !(atomic_fetch_or(&shim.conns[fd / 64], bit) & bit);
+}
+
+static bool conn_take(int fd)
+{
+	uint64_t bit;
+
+	if (fd < 0 || fd >= SHIM_MAX_CONN_FD)
+		return false;
+	bit = UINT64_C(1) << (fd % 64);
+	return atomic_fetch_and(&shim.conns[fd / 64], ~bit) & bit;
+}
+
+/* Connections among fds [first, last], forgotten: they are about to be closed. */
+static int conn_take_range(unsigned int first, unsigned int last)
+{
+	int n = 0;
+
+	if (first >= SHIM_MAX_CONN_FD)
+		return 0;
+	if (last >= SHIM_MAX_CONN_FD)
+		last = SHIM_MAX_CONN_FD - 1;
+	for (unsigned int fd = first; fd <= last; fd++) {
+		if (fd % 64 == 0 && fd + 63 <= last && atomic_load(&shim.conns[fd / 64]) == 0) {
+			fd += 63;
+			continue;
+		}
+		n += conn_take((int)fd);
+	}
+	return n;
+}
+
+/* Async-signal-safe. Exits 0 if the drain started and nothing accepted is still open. */
+static void drain_exit_if_done(void)
+{
+	if (atomic_load(&shim.draining) && atomic_load(&shim.in_accept) == 0 &&
+	    atomic_load(&shim.n_conns) == 0)
+		_exit(0);
+}
+
+/* n connections were closed. */
+static void conn_done(int n)
+{
+	if (n <= 0)
+		return;
+	atomic_fetch_sub(&shim.n_conns, n);
+	drain_exit_if_done();
+}
+
+static void watch_add(int epfd, int fd)
+{
+	for (size_t i = 0; i < SHIM_MAX_WATCHES; i++) {
+		int free_slot = 0;
+
+		if (atomic_load(&shim.watches[i].epfd1) == epfd + 1 &&
+		    atomic_load(&shim.watches[i].fd) == fd)
+			return;
+		atomic_store(&shim.watches[i].fd, fd);
+		if (atomic_compare_exchange_strong(&shim.watches[i].epfd1, &free_slot, epfd + 1))
+			return;
+	}
+	/* Full: this registration is not undone at the drain (docs/WRAPPING.md). */
+}
+
+static void watch_remove(int epfd, int fd)
+{
+	for (size_t i = 0; i < SHIM_MAX_WATCHES; i++) {
+		int e = epfd + 1;
+
+		if (atomic_load(&shim.watches[i].fd) == fd)
+			(void)atomic_compare_exchange_strong(&shim.watches[i].epfd1, &e, 0);
+	}
+}
+
+/*
+ * Async-signal-safe. Puts an idle socket in place of listener fd: an autobound Unix socket of
+ * the listener's kind that nobody knows, listening for a stream listener. It is non-blocking
+ * whatever the server believes, so that an accept() that raced with the plug returns at once
+ * (in_accept must come back to 0); accept_plugged() gives a blocking server the wait it
+ * expects. Every epoll set we saw fd join forgets it first: the registration belongs to the
+ * listener's open file, which lives on in batond.
+ */
+static int plug(int fd, int type, bool nonblock)
+{
+	struct sockaddr_un a = { .sun_family = AF_UNIX };
+	int fd_flags = REAL(fcntl)(fd, F_GETFD);
+	int d, r;
+
+	if (fd_flags < 0)
+		return -1;
+	for (size_t i = 0; i < SHIM_MAX_WATCHES; i++) {
+		int e = atomic_load(&shim.watches[i].epfd1);
+
+		if (e > 0 && atomic_load(&shim.watches[i].fd) == fd)
+			(void)REAL(epoll_ctl)(e - 1, EPOLL_CTL_DEL, fd, NULL);
+	}
+	type = type == SOCK_DGRAM ? SOCK_DGRAM : SOCK_STREAM;
+	d = socket(AF_UNIX, type | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (d < 0)
+		return -1;
+	r = REAL(bind)(d, (struct sockaddr *)&a, sizeof(sa_family_t));
+	if (r == 0 && type == SOCK_STREAM)
+		r = REAL(listen)(d, 1);
+	if (r == 0)
+		r = REAL(dup3)(d, fd, (fd_flags & FD_CLOEXEC) ? O_CLOEXEC : 0);
+	(void)REAL(close)(d);
+	if (r == 0) {
+		size_t i = atomic_load(&shim.n_plugged);
+
+		if (i < SHIM_MAX_PLUGGED) {
+			shim.plugged[i].fd = fd;
+			shim.plugged[i].blocking = !nonblock;
+			atomic_store(&shim.n_plugged, i + 1);
+		}
+	}
+	return r;
+}
+
+/*
+ * accept() on fd while draining: -1 if fd is not one the drain plugged. Else there is nothing
+ * to accept any more: EAGAIN for a server that made its listener non-blocking, and for one
+ * that did not, the wait of a blocking accept() that never gets a connection (the process
+ * exits when its last connection closes, from another thread).
+ */
+static int accept_plugged(int fd)
+{
+	size_t n = atomic_load(&shim.n_plugged);
+
+	for (size_t i = 0; i < n; i++) {
+		if (shim.plugged[i].fd != fd)
+			continue;
+		if (!shim.plugged[i].blocking) {
+			errno = EAGAIN;
+			return -1;
+		}
+		for (;;)
+			(void)REAL(poll)(NULL, 0, -1);
+	}
+	return 0;
+}
+
+/* The drain signal: stop taking connections, exit once those taken are done. */
+static void on_drain_signal(int sig)
+{
+	int saved = errno;
+	size_t n;
+
+	(void)sig;
+	if (!own_memory() || atomic_exchange(&shim.draining, true)) {
+		errno = saved;
+		return;
+	}
+	n = atomic_load(&shim.n_slots);
+	for (size_t i = 0; i < n; i++) {
+		struct shim_slot *s = &shim.slots[i];
+		int fd = atomic_load(&s->fd);
+
+		if (fd >= 0 && held_of_fd(fd) == s->held &&
+		    plug(fd, shim.held[s->held].type, atomic_load(&s->nonblock)) == 0)
+			atomic_store(&s->fd, -1);
+	}
+	/* Held fds the server took from LISTEN_FDS itself, still at 3.. */
+	for (size_t i = 0; i < shim.n_held; i++) {
+		int fd = SHIM_FD_FIRST + (int)i;
+		int fl;
+
+		if (in_place_of(fd) < 0)
+			continue;
+		fl = REAL(fcntl)(fd, F_GETFL);
+		if (fl >= 0 && plug(fd, shim.held[i].type, fl & O_NONBLOCK) == 0)
+			atomic_store(&shim.held[i].fd, -1);
+	}
+	drain_exit_if_done();
+	errno = saved;
+}
+
+/* BATON_DRAIN_SIGNAL as a signal number: a name without SIG (what batond writes), or digits. */
+static int drain_signal_load(void)
+{
+	const char *e = getenv("BATON_DRAIN_SIGNAL");
+	unsigned long n;
+
+	if (!e)
+		return 0;
+	if (parse_decimal(e, NSIG - 1, &n))
+		return (int)n;
+	for (int sig = 1; sig < NSIG; sig++)
+		if (sigabbrev_np(sig) && strcmp(sigabbrev_np(sig), e) == 0)
+			return sig;
+	return 0;
+}
+
+/*
+ * The process showed that it serves a held listener (its first wait on one). If it left the
+ * drain signal at the default action and unblocked, the drain is ours. A server that blocks
+ * the signal takes it with sigwait() or a signalfd; one that installs a handler later is seen
+ * by sigaction()/signal() below, and its handler replaces ours.
+ */
+static void drain_arm(void)
+{
+	int saved = errno;
+	struct sigaction cur, sa = { .sa_handler = on_drain_signal, .sa_flags = SA_RESTART };
+	sigset_t mask;
+
+	if (shim.drain_signal == 0 || !own_memory() || atomic_exchange(&shim.drain_tried, true))
+		return;
+	if (REAL(sigaction) && REAL(sigaction)(shim.drain_signal, NULL, &cur) == 0 &&
+	    cur.sa_handler == SIG_DFL && pthread_sigmask(SIG_SETMASK, NULL, &mask) == 0 &&
+	    !sigismember(&mask, shim.drain_signal)) {
+		/* Nothing interrupts the plugging, so it always finishes in one go. */
+		(void)sigfillset(&sa.sa_mask);
+		if (REAL(sigaction)(shim.drain_signal, &sa, NULL) == 0)
+			atomic_store(&shim.drain_armed, true);
+	}
+	errno = saved;
+}
+
 /* Whether a wait still tells us anything: READY=1 unsent, or event-driven not yet known. */
 static bool watching(void)
 {
@@ -553,6 +835,8 @@ static void saw_wait(void)
 {
 	atomic_store(&shim.waits, true);
 	ready_now();
+	if (!atomic_load(&shim.drain_tried))
+		drain_arm();
 }
 
 static void watch_pollfds(const struct pollfd *fds, nfds_t n)
@@ -593,23 +877,6 @@ static void watch_fdset(int nfds, const fd_set *rd)
 			return;
 		}
 	}
-}
-
-static bool parse_decimal(const char *s, unsigned long max, unsigned long *ret)
-{
-	unsigned long v = 0;
-
-	if (!s || !*s)
-		return false;
-	for (; *s; s++) {
-		if (*s < '0' || *s > '9')
-			return false;
-		if (v > (max - (unsigned long)(*s - '0')) / 10)
-			return false;
-		v = v * 10 + (unsigned long)(*s - '0');
-	}
-	*ret = v;
-	return true;
 }
 
 /* Records fds 3.. as LISTEN_FDS describes them. Returns how many, 0 to stay inactive. */
@@ -725,6 +992,8 @@ __attribute__((constructor)) static void shim_load(void)
 	(void)REAL(select);
 	(void)REAL(pselect);
 	(void)REAL(epoll_ctl);
+	(void)REAL(sigaction);
+	(void)REAL(signal);
 	(void)REAL(__poll_chk);
 	(void)REAL(__ppoll_chk);
 
@@ -732,6 +1001,7 @@ __attribute__((constructor)) static void shim_load(void)
 	if (n == 0)
 		return;
 	notify_load();
+	shim.drain_signal = drain_signal_load();
 	shim.pid = getpid();
 	page = mmap(NULL, sizeof(atomic_int), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
 		    -1, 0);
@@ -854,21 +1124,48 @@ static int accept_common(int fd, struct sockaddr *addr, socklen_t *len, int flag
 	__typeof__(&accept4) real4 = REAL(accept4);
 	__typeof__(&accept) real = REAL(accept);
 	struct shim_slot *s = NULL;
+	bool listener = false;
 
 	if (four ? !real4 : !real)
 		NO_REAL(-1);
+	if (active() && atomic_load(&shim.draining) && own_memory() && accept_plugged(fd) < 0)
+		return -1;
 	if (active() && fd >= 0) {
 		s = slot_find(fd);
 		if (s && atomic_load(&s->shut) && slot_verified(fd) == s) {
 			errno = EINVAL; /* what accept() says on a listener that was shut down */
 			return -1;
 		}
+		/*
+		 * A listener the server took from LISTEN_FDS and made blocking would hold in_accept
+		 * up in the kernel: such an accept() is not counted (docs/WRAPPING.md).
+		 */
+		if (!s && in_place_of(fd) >= 0)
+			listener = REAL(fcntl)(fd, F_GETFL) & O_NONBLOCK;
+		listener = (s || listener) && own_memory();
 		if (s || in_place_of(fd) >= 0)
 			ready_now();
+		if (listener && !atomic_load(&shim.drain_tried))
+			drain_arm();
 	}
 	for (;;) {
-		int r = four ? real4(fd, addr, len, flags) : real(fd, addr, len);
+		int r, saved;
 
+		if (listener)
+			atomic_fetch_add(&shim.in_accept, 1);
+		r = four ? real4(fd, addr, len, flags) : real(fd, addr, len);
+		if (listener) {
+			saved = errno;
+			if (r >= 0 && conn_mark(r))
+				atomic_fetch_add(&shim.n_conns, 1);
+			atomic_fetch_sub(&shim.in_accept, 1);
+			drain_exit_if_done();
+			errno = saved;
+			/* The drain plugged fd while we were in accept() on it. */
+			if (r < 0 && errno == EAGAIN && atomic_load(&shim.draining) &&
+			    accept_plugged(fd) < 0)
+				return -1;
+		}
 		if (r >= 0 || errno != EAGAIN || !s || atomic_load(&s->nonblock) ||
 		    atomic_load(&shim.waits) || slot_verified(fd) != s)
 			return r;
@@ -895,6 +1192,9 @@ SHIM_EXPORT int close(int fd)
 {
 	__typeof__(&close) real = REAL(close);
 
+	bool conn = false;
+	int r, saved;
+
 	if (!real)
 		NO_REAL(-1);
 	if (active() && fd >= 0) {
@@ -903,8 +1203,14 @@ SHIM_EXPORT int close(int fd)
 		if (in_place_of(fd) >= 0 && rescue(fd))
 			return 0;
 		slot_forget(fd);
+		/* Before the close: afterwards another thread's accept() may get the same number. */
+		conn = own_memory() && conn_take(fd);
 	}
-	return real(fd);
+	r = real(fd);
+	saved = errno;
+	conn_done(conn);
+	errno = saved;
+	return r;
 }
 
 /* close_range() on [first, last] minus our home fds, which are FD_CLOEXEC already. */
@@ -947,6 +1253,7 @@ SHIM_EXPORT int close_range(unsigned int first, unsigned int last, int flags)
 		return real(first, last, flags);
 	if (!(flags & CLOSE_RANGE_CLOEXEC) && own_memory()) {
 		size_t n = atomic_load(&shim.n_slots);
+		int conns, r, saved;
 
 		for (size_t i = 0; i < shim.n_held; i++) {
 			int fd = SHIM_FD_FIRST + (int)i;
@@ -961,6 +1268,12 @@ SHIM_EXPORT int close_range(unsigned int first, unsigned int last, int flags)
 			if (fd >= 0 && (unsigned int)fd >= first && (unsigned int)fd <= last)
 				slot_forget(fd);
 		}
+		conns = conn_take_range(first, last);
+		r = close_range_around(first, last, flags);
+		saved = errno;
+		conn_done(conns);
+		errno = saved;
+		return r;
 	}
 	return close_range_around(first, last, flags);
 }
@@ -980,34 +1293,50 @@ SHIM_EXPORT void closefrom(int lowfd)
 		real(lowfd);
 }
 
-/* newfd is about to be replaced: if it is one of ours, move ours; forget a swapped one. */
-static void before_replace(int oldfd, int newfd)
+/*
+ * newfd is about to be replaced: if it is one of ours, move ours; forget a swapped one.
+ * Returns whether it was an accepted connection, which the caller counts as closed after.
+ */
+static bool before_replace(int oldfd, int newfd)
 {
 	if (!active() || newfd < 0 || oldfd == newfd)
-		return;
+		return false;
 	if (in_place_of(newfd) >= 0 || home_of(newfd) >= 0)
 		(void)rescue(newfd);
 	slot_forget(newfd);
+	return own_memory() && conn_take(newfd);
+}
+
+/* After dup2()/dup3() replaced a connection's fd (conn) or not. Returns r with its errno. */
+static int after_replace(int r, bool conn)
+{
+	int saved = errno;
+
+	conn_done(conn);
+	errno = saved;
+	return r;
 }
 
 SHIM_EXPORT int dup2(int oldfd, int newfd)
 {
 	__typeof__(&dup2) real = REAL(dup2);
+	bool conn;
 
 	if (!real)
 		NO_REAL(-1);
-	before_replace(oldfd, newfd);
-	return real(oldfd, newfd);
+	conn = before_replace(oldfd, newfd);
+	return after_replace(real(oldfd, newfd), conn);
 }
 
 SHIM_EXPORT int dup3(int oldfd, int newfd, int flags)
 {
 	__typeof__(&dup3) real = REAL(dup3);
+	bool conn;
 
 	if (!real)
 		NO_REAL(-1);
-	before_replace(oldfd, newfd);
-	return real(oldfd, newfd, flags);
+	conn = before_replace(oldfd, newfd);
+	return after_replace(real(oldfd, newfd, flags), conn);
 }
 
 /*
@@ -1200,10 +1529,68 @@ SHIM_EXPORT int epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev)
 {
 	__typeof__(&epoll_ctl) real = REAL(epoll_ctl);
 
+	int r;
+
 	if (!real)
 		NO_REAL(-1);
+	if (!active())
+		return real(epfd, op, fd, ev);
 	if ((op == EPOLL_CTL_ADD || op == EPOLL_CTL_MOD) && ev && (ev->events & EPOLLIN) &&
 	    watching() && is_listener(fd))
 		saw_wait();
-	return real(epfd, op, fd, ev);
+	r = real(epfd, op, fd, ev);
+	/* Remembered so that the drain can take the listener out of the set before it plugs it. */
+	if (r == 0 && own_memory()) {
+		if (op == EPOLL_CTL_ADD && is_listener(fd))
+			watch_add(epfd, fd);
+		else if (op == EPOLL_CTL_DEL)
+			watch_remove(epfd, fd);
+	}
+	return r;
+}
+
+/*
+ * Our drain handler stands in for the default action only. A server that sets its own
+ * disposition for the drain signal gets it, and sees SIG_DFL as the one it replaced.
+ */
+static void drain_disarm(int sig, const void *handler, struct sigaction *old)
+{
+	if (sig != shim.drain_signal || !atomic_load(&shim.drain_armed) || !own_memory())
+		return;
+	if (old && old->sa_handler == on_drain_signal) {
+		old->sa_handler = SIG_DFL;
+		old->sa_flags = 0;
+		(void)sigemptyset(&old->sa_mask);
+	}
+	if (handler)
+		atomic_store(&shim.drain_armed, false);
+}
+
+SHIM_EXPORT int sigaction(int sig, const struct sigaction *restrict act,
+			  struct sigaction *restrict old)
+{
+	__typeof__(&sigaction) real = REAL(sigaction);
+	int r;
+
+	if (!real)
+		NO_REAL(-1);
+	r = real(sig, act, old);
+	if (r == 0)
+		drain_disarm(sig, act, old);
+	return r;
+}
+
+SHIM_EXPORT sighandler_t signal(int sig, sighandler_t handler)
+{
+	__typeof__(&signal) real = REAL(signal);
+	struct sigaction old = { 0 };
+
+	if (!real) {
+		errno = ENOSYS;
+		return SIG_ERR;
+	}
+	old.sa_handler = real(sig, handler);
+	if (old.sa_handler != SIG_ERR)
+		drain_disarm(sig, &handler, &old);
+	return old.sa_handler;
 }
