@@ -175,34 +175,110 @@ static bool process_waits(pid_t pid, const ino_t *inodes, size_t n)
 	return false;
 }
 
-int listening_check(pid_t pgid, const ino_t *inodes, size_t n_inodes)
+/* One process as /proc/PID/stat tells it. */
+struct proc_entry {
+	pid_t pid, ppid, pgrp;
+	bool mine; /* the worker, a process of its group, or a descendant of either */
+};
+
+static int by_pid(const void *a, const void *b)
+{
+	pid_t x = ((const struct proc_entry *)a)->pid, y = ((const struct proc_entry *)b)->pid;
+
+	return (x > y) - (x < y);
+}
+
+/* pid, ppid and pgrp of pid; false if it is gone. */
+static bool proc_stat(pid_t pid, struct proc_entry *ret)
+{
+	_cleanup_(fclosep) FILE *f = NULL;
+	char path[64], stat[512];
+	const char *p;
+	int ppid, pgrp;
+
+	(void)snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	f = fopen(path, "re");
+	if (!f || !fgets(stat, sizeof(stat), f))
+		return false;
+	/* After the command name in parentheses: state, ppid, pgrp. */
+	p = strrchr(stat, ')');
+	if (!p || sscanf(p + 1, " %*c %d %d", &ppid, &pgrp) != 2)
+		return false;
+	*ret = (struct proc_entry){ .pid = pid, .ppid = ppid, .pgrp = pgrp };
+	return true;
+}
+
+static void proc_entries_freep(struct proc_entry **p)
+{
+	free(*p);
+}
+
+int listening_tree(pid_t pid, pid_t pgid, pid_t *ret_pids, size_t max, size_t *ret_n)
 {
 	_cleanup_(closedirp) DIR *proc = opendir("/proc");
+	_cleanup_(proc_entries_freep) struct proc_entry *all = NULL;
+	size_t n = 0, cap = 0, found = 0;
 	struct dirent *de;
-	unsigned seen = 0;
+	bool grew;
 
 	if (!proc)
 		return -errno;
-	while ((de = readdir(proc)) && seen < LISTENING_MAX_PROCS) {
-		char path[64], stat[512];
-		pid_t pid = (pid_t)atoi(de->d_name);
-		_cleanup_(fclosep) FILE *f = NULL;
-		const char *p;
-		int pg;
+	/* One pass over /proc: a process of another group is ours only through its parents. */
+	while ((de = readdir(proc)) && n < LISTENING_MAX_SCAN) {
+		pid_t p = (pid_t)atoi(de->d_name);
 
-		if (pid <= 0)
+		if (p <= 0)
 			continue;
-		(void)snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
-		f = fopen(path, "re");
-		if (!f || !fgets(stat, sizeof(stat), f))
+		if (n == cap) {
+			size_t c = cap ? cap * 2 : 256;
+			struct proc_entry *a = reallocarray(all, c, sizeof(*a));
+
+			if (!a)
+				return -ENOMEM;
+			all = a;
+			cap = c;
+		}
+		if (!proc_stat(p, &all[n]))
 			continue;
-		/* After the command name in parentheses: state, ppid, pgrp. */
-		p = strrchr(stat, ')');
-		if (!p || sscanf(p + 1, " %*c %*d %d", &pg) != 1 || pg != pgid)
-			continue;
-		seen++;
-		if (process_waits(pid, inodes, n_inodes))
-			return 1;
+		all[n].mine = p == pid || (pgid > 0 && all[n].pgrp == pgid);
+		n++;
 	}
+	qsort(all, n, sizeof(*all), by_pid);
+	/* Descendants, a generation per round: a child that called setsid() is still the worker's. */
+	do {
+		grew = false;
+		for (size_t i = 0; i < n; i++) {
+			struct proc_entry key = { .pid = all[i].ppid };
+			const struct proc_entry *parent;
+
+			if (all[i].mine)
+				continue;
+			parent = bsearch(&key, all, n, sizeof(*all), by_pid);
+			if (parent && parent->mine)
+				all[i].mine = grew = true;
+		}
+	} while (grew);
+
+	for (size_t i = 0; i < n && found < max; i++)
+		if (all[i].mine)
+			ret_pids[found++] = all[i].pid;
+	*ret_n = found;
+	return 0;
+}
+
+int listening_check(pid_t pid, pid_t pgid, const ino_t *inodes, size_t n_inodes)
+{
+	_cleanup_free_ pid_t *pids = calloc(LISTENING_MAX_PROCS, sizeof(pid_t));
+	size_t n = 0;
+	int r;
+
+	if (!pids)
+		return -ENOMEM;
+	r = listening_tree(pid, pgid, pids, LISTENING_MAX_PROCS, &n);
+	if (r < 0)
+		return r;
+	for (size_t i = 0; i < n; i++)
+		if (process_waits(pids[i], inodes, n_inodes))
+			return 1;
 	return 0;
 }

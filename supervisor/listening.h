@@ -5,14 +5,23 @@
 #include <stddef.h>
 #include <sys/types.h>
 
-#define LISTENING_MAX_PROCS 4096 /* processes of one group looked at per check */
+#define LISTENING_MAX_PROCS 4096      /* processes of one worker looked at per check */
+#define LISTENING_MAX_SCAN  (1 << 20) /* entries of /proc read per check */
 
 /*
- * Looks at every process of process group pgid (a worker and the children it forked) and
- * returns 1 if one of them waits for connections on a socket whose inode is in inodes: the
- * socket is in one of its epoll sets (/proc/PID/fdinfo lists the targets' inodes), or one of its
- * threads is blocked in accept()/accept4() on it, or in poll()/ppoll()/select()/pselect6() with
- * it among the fds (read from the process's memory). Returns 0 if none does, or a negative
- * errno. Needs the right to read the processes' /proc files: root, or the same uid.
+ * Looks at worker pid, every process of its process group pgid, and every descendant of
+ * these (a child that called setsid() included), and returns 1 if one of them waits for
+ * connections on a socket whose inode is in inodes: the socket is in one of its epoll sets
+ * (/proc/PID/fdinfo lists the targets' inodes), or one of its threads is blocked in
+ * accept()/accept4() on it, or in poll()/ppoll()/select()/pselect6() with it among the fds
+ * (read from the process's memory). Returns 0 if none does, or a negative errno. Needs the
+ * right to read the processes' /proc files: root, or the same uid.
  */
-int listening_check(pid_t pgid, const ino_t *inodes, size_t n_inodes);
+int listening_check(pid_t pid, pid_t pgid, const ino_t *inodes, size_t n_inodes);
+
+/*
+ * The worker's processes as listening_check() finds them: pid, the members of process group
+ * pgid (if > 0), and their descendants, at most max of them, in pid order, into ret_pids.
+ * Returns 0 and *ret_n, or a negative errno.
+ */
+int listening_tree(pid_t pid, pid_t pgid, pid_t *ret_pids, size_t max, size_t *ret_n);

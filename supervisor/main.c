@@ -161,7 +161,7 @@ static int on_ready_poll(sd_event_source *s, uint64_t usec, void *userdata)
 
 		if (w->state != ROLLOUT_W_STARTING)
 			continue;
-		r = listening_check(w->pgid, b->listen_inodes, b->cfg.n_listeners);
+		r = listening_check(w->pid, w->pgid, b->listen_inodes, b->cfg.n_listeners);
 		if (r < 0)
 			log_debug("look at worker pid %d in /proc: %s", w->pid, strerror(-r));
 		if (r <= 0) {
@@ -376,6 +376,38 @@ static void tell_manager(struct batond *b, const struct rollout_action *a, const
 	}
 }
 
+/*
+ * SIGKILL to a worker, its process group, and any descendant that left the group (setsid()):
+ * a server's own children must not outlive it holding listeners.
+ */
+static void kill_worker_tree(pid_t pid, pid_t pgid)
+{
+	_cleanup_free_ pid_t *tree = calloc(LISTENING_MAX_PROCS, sizeof(pid_t));
+	size_t n = 0;
+	int r;
+
+	/* Found before the kills: once the worker is dead, its escaped children are orphans. */
+	if (tree) {
+		r = listening_tree(pid, pgid, tree, LISTENING_MAX_PROCS, &n);
+		if (r < 0)
+			log_warning_errno(r, "find the processes of worker pid %d, ignoring", pid);
+	}
+	r = kill(-pgid, SIGKILL);
+	if (r < 0 && errno != ESRCH)
+		log_warning_errno(-errno, "kill process group %d", pgid);
+	if (pid != pgid && kill(pid, SIGKILL) < 0 && errno != ESRCH)
+		log_warning_errno(-errno, "kill worker pid %d", pid);
+	for (size_t i = 0; i < n; i++) {
+		if (tree[i] == pid || getpgid(tree[i]) == pgid)
+			continue;
+		if (kill(tree[i], SIGKILL) < 0 && errno != ESRCH)
+			log_warning_errno(-errno, "kill pid %d of worker pid %d", tree[i], pid);
+		else
+			log_info("killed pid %d, of worker pid %d in another process group",
+				 tree[i], pid);
+	}
+}
+
 static void run_action(struct batond *b, const struct rollout_action *a)
 {
 	char line[512];
@@ -403,12 +435,7 @@ static void run_action(struct batond *b, const struct rollout_action *a)
 		break;
 	}
 	case ROLLOUT_DO_KILL:
-		/* The whole group: a server's own children must not outlive it holding listeners. */
-		r = kill(-a->pgid, SIGKILL);
-		if (r < 0 && errno != ESRCH)
-			log_warning_errno(-errno, "kill process group %d", a->pgid);
-		if (a->pid != a->pgid && kill(a->pid, SIGKILL) < 0 && errno != ESRCH)
-			log_warning_errno(-errno, "kill worker pid %d", a->pid);
+		kill_worker_tree(a->pid, a->pgid);
 		break;
 	case ROLLOUT_DO_ARM_TIMER:
 		if (a->usec == 0) {

@@ -1,8 +1,10 @@
 # SPDX-License-Identifier: MIT
 """test_ready.py - --ready listening: readiness seen in /proc, without the worker's help."""
+import os
+import signal
 import sys
 
-from harness import Batond, bin_path, check, http_get
+from harness import Batond, alive, bin_path, check, children_of, http_get, wait_for
 
 HTTPD = bin_path("example-httpd")
 
@@ -45,6 +47,37 @@ def test_a_worker_waiting_in_select_is_ready():
 
 def test_a_worker_with_the_listener_in_an_epoll_set_is_ready():
     run_waiter("epoll")
+
+
+def test_a_child_in_a_session_of_its_own_is_seen_ready_and_killed_at_the_drain_deadline():
+    # The worker forks; the child leaves the worker's process group with setsid() and waits
+    # in epoll on fd 3: found as a descendant. Neither drains (TERM ignored), so at the drain
+    # deadline batond must kill both, although the child is outside the worker's group.
+    waiter = ("import os,select,signal,time\n"
+              "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+              "if os.fork() == 0:\n"
+              "    os.setsid(); time.sleep(1); e = select.epoll(); e.register(3, select.EPOLLIN)\n"
+              "    e.poll()\n"
+              "else:\n"
+              "    os.close(3); os.wait()\n")
+    b = Batond(["-l", "127.0.0.1:0", "--ready", "listening", "--ready-timeout", "30s",
+                "--drain-timeout", "1s", "-v"], [sys.executable, "-c", waiter])
+    kids = []
+    try:
+        b.wait_log(r"generation 1: 1/1 workers ready")
+        check(b.count(r"waits on a listener") == 1, "not seen in /proc")
+        kids = children_of(b.workers()[0])
+        check(len(kids) == 1, f"children of the worker: {kids}")
+        check(os.getpgid(kids[0]) != os.getpgid(b.workers()[0]), "the child kept the group")
+        b.signal(signal.SIGTERM)
+        b.wait_log(rf"killed pid {kids[0]}, of worker pid \d+ in another process group")
+        check(b.wait_exit() == 0, "exit status")
+        wait_for(lambda: not alive(kids[0]), "the child to die")
+    finally:
+        for pid in kids:
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        b.cleanup()
 
 
 def test_the_notify_ready_of_a_worker_does_not_count_in_listening_mode_but_its_epoll_does():
