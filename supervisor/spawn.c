@@ -334,10 +334,12 @@ child(const char *path, char *const *argv, char **envp, const int *fds, size_t n
 
 	/* Keep the error pipe clear of the target range, then of the range we are about to close. */
 	if (errfd < target_end) {
-		errfd = fcntl(errfd, F_DUPFD_CLOEXEC, target_end);
-		/* Nowhere to report: the parent sees a spawn, then this exit, i.e. a crash. */
-		if (errfd < 0)
-			_exit(127);
+		int high = fcntl(errfd, F_DUPFD_CLOEXEC, target_end);
+
+		/* Nothing is overwritten yet: the pipe at its old number still reports it. */
+		if (high < 0)
+			goto fail;
+		errfd = high;
 	}
 	/* Move every source above the targets first, so no dup2() overwrites a source. */
 	for (size_t i = 0; i < n_fds; i++) {
