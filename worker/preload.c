@@ -1124,7 +1124,7 @@ static int accept_common(int fd, struct sockaddr *addr, socklen_t *len, int flag
 	__typeof__(&accept4) real4 = REAL(accept4);
 	__typeof__(&accept) real = REAL(accept);
 	struct shim_slot *s = NULL;
-	bool listener = false;
+	bool listener = false, counted = false;
 
 	if (four ? !real4 : !real)
 		NO_REAL(-1);
@@ -1136,13 +1136,13 @@ static int accept_common(int fd, struct sockaddr *addr, socklen_t *len, int flag
 			errno = EINVAL; /* what accept() says on a listener that was shut down */
 			return -1;
 		}
+		listener = (s || in_place_of(fd) >= 0) && own_memory();
 		/*
-		 * A listener the server took from LISTEN_FDS and made blocking would hold in_accept
-		 * up in the kernel: such an accept() is not counted (docs/WRAPPING.md).
+		 * The shared listener is non-blocking, so an accept() on it returns at once and may
+		 * hold the drain's exit meanwhile. One the server took from LISTEN_FDS and made
+		 * blocking could hold it up in the kernel: not counted (docs/WRAPPING.md).
 		 */
-		if (!s && in_place_of(fd) >= 0)
-			listener = REAL(fcntl)(fd, F_GETFL) & O_NONBLOCK;
-		listener = (s || listener) && own_memory();
+		counted = listener && (s || (REAL(fcntl)(fd, F_GETFL) & O_NONBLOCK));
 		if (s || in_place_of(fd) >= 0)
 			ready_now();
 		if (listener && !atomic_load(&shim.drain_tried))
@@ -1151,14 +1151,15 @@ static int accept_common(int fd, struct sockaddr *addr, socklen_t *len, int flag
 	for (;;) {
 		int r, saved;
 
-		if (listener)
+		if (counted)
 			atomic_fetch_add(&shim.in_accept, 1);
 		r = four ? real4(fd, addr, len, flags) : real(fd, addr, len);
 		if (listener) {
 			saved = errno;
 			if (r >= 0 && conn_mark(r))
 				atomic_fetch_add(&shim.n_conns, 1);
-			atomic_fetch_sub(&shim.in_accept, 1);
+			if (counted)
+				atomic_fetch_sub(&shim.in_accept, 1);
 			drain_exit_if_done();
 			errno = saved;
 			/* The drain plugged fd while we were in accept() on it. */
