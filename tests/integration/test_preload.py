@@ -631,3 +631,108 @@ def test_preload_server_that_sets_the_drain_signal_itself_keeps_its_choice():
             b.wait_log(rf"worker 0 \(pid {got['pid']}\): exited with signal TERM")
         finally:
             b.cleanup()
+
+
+# Takes its listener from LISTEN_FDS itself (fd 3, never bound) and has no drain; each reply
+# waits DELAY, so the drain signal always finds requests in flight.
+LISTEN_FDS_SERVER = textwrap.dedent(r'''
+    import os, socket, socketserver, time
+    from http.server import BaseHTTPRequestHandler
+
+    DELAY = 0.1
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):
+            time.sleep(DELAY)
+            data = f"pid={os.getpid()}\n".encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args):
+            pass
+
+    assert os.environ["LISTEN_FDS"] == "1" and int(os.environ["LISTEN_PID"]) == os.getpid()
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler,
+                                             bind_and_activate=False)
+    server.socket.close()
+    server.socket = socket.socket(fileno=3)
+    server.serve_forever(poll_interval=0.05)
+''')
+
+
+def test_preload_drains_a_server_that_took_listen_fds_itself_with_zero_failed():
+    with tempfile.TemporaryDirectory() as d:
+        script = os.path.join(d, "listen_fds_server.py")
+        with open(script, "w") as f:
+            f.write(LISTEN_FDS_SERVER)
+        b, port = start(lambda p: ["-l", f"127.0.0.1:{p}", "-n", "2", "--preload",
+                                   "--drain-timeout", "20s"],
+                        lambda p: [PYTHON, script])
+        try:
+            res = reloads_under_load(b, f"127.0.0.1:{port}", 2, reloads=5)
+            print(f"  LISTEN_FDS server without a drain, 5 reloads under load: {res}")
+            check(res["ok"] > 0 and res["failed"] == 0, f"load: {res}")
+            check(b.count(r"worker \d+ \(pid \d+\): exited with status 0") >= 2 * 5,
+                  f"old workers were not drained:\n{b.log()}")
+        finally:
+            b.cleanup()
+
+
+def holds_connection(pid, port, client_port):
+    """Whether pid has the server end of the IPv4 connection from client_port to port."""
+    inodes = set(socket_inodes(pid).values())
+    with open(f"/proc/{pid}/net/tcp") as f:
+        for row in f.read().splitlines()[1:]:
+            cols = row.split()
+            if (int(cols[1].rsplit(":", 1)[1], 16) == port and
+                    int(cols[2].rsplit(":", 1)[1], 16) == client_port and int(cols[9]) in inodes):
+                return True
+    return False
+
+
+def drain_takes_nothing_new_and_finishes_what_it_holds(script_text, args):
+    """One worker holds a connection whose request is half sent; a reload drains it. While it
+    drains it must accept nothing new, then answer the held request and exit 0."""
+    with tempfile.TemporaryDirectory() as d:
+        script = os.path.join(d, "server.py")
+        with open(script, "w") as f:
+            f.write(script_text)
+        b, port = start(lambda p: ["-l", f"127.0.0.1:{p}", "--preload", "--ready", "listening",
+                                   "--drain-timeout", "60s"],
+                        lambda p: [PYTHON, script, *args(p)])
+        held = None
+        try:
+            spec = f"tcp://127.0.0.1:{port}"
+            old = b.workers()[0]
+            check(int(body_of(spec)["pid"]) == old, "reply from a stranger")
+            held = socket.create_connection(("127.0.0.1", port), timeout=30)
+            held.sendall(b"GET / HTTP/1.0\r\n")
+            wait_for(lambda: holds_connection(old, port, held.getsockname()[1]),
+                     "the worker to accept")
+            check(reload_and_wait(b, 2) == "done", f"reload failed:\n{b.log()}")
+            b.wait_log(r"generation 1: draining 1 worker")
+            new = set(b.workers()) - {old}
+            seen = {int(body_of(spec)["pid"]) for _ in range(20)}
+            check(seen == new, f"replies from {seen} while {old} drained; new {new}")
+            check(alive(old), "the draining worker left before its held request was answered")
+            held.sendall(b"\r\n")
+            reply = b""
+            while chunk := held.recv(4096):
+                reply += chunk
+            check(reply.startswith(b"HTTP/1.") and f"pid={old}".encode() in reply,
+                  f"held request: {reply!r}")
+            b.wait_log(rf"worker 0 \(pid {old}\): exited with status 0")
+        finally:
+            if held:
+                held.close()
+            b.cleanup()
+
+
+def test_preload_drain_of_an_epoll_server_takes_nothing_new_and_answers_what_it_holds():
+    drain_takes_nothing_new_and_finishes_what_it_holds(ASYNC_SERVER, lambda p: ["127.0.0.1", str(p)])
+
+
+def test_preload_drain_of_a_listen_fds_server_takes_nothing_new_and_answers_what_it_holds():
+    drain_takes_nothing_new_and_finishes_what_it_holds(LISTEN_FDS_SERVER, lambda p: [])
