@@ -11,6 +11,8 @@ import time
 BUILD = os.environ.get("BUILD", "build")
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DEADLINE = 60.0  # seconds any single wait may take on a busy 2-core machine
+# A one-connection-at-a-time HTTP/1.0 worker that speaks only LISTEN_FDS and NOTIFY_SOCKET.
+TINY = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tiny_server.py")
 
 
 def bin_path(name):
@@ -66,25 +68,14 @@ def wait_for(pred, what, timeout=DEADLINE):
     raise TestFailure(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
-class Batond:
-    """One batond process with its stderr captured line by line."""
+class StderrReader:
+    """A child process (self.proc) whose stderr a thread reads line by line into self.lines."""
 
-    def __init__(self, args, command, env=None, prefix=(), preexec_fn=None, pass_fds=(),
-                 batond=None):
+    def _start_reader(self, proc):
         self.lines = []
         self.cond = threading.Condition()
-        e = dict(os.environ)
-        e.pop("NOTIFY_SOCKET", None)
-        e.pop("LISTEN_FDS", None)
-        if env:
-            e.update(env)
-        # prefix: a launcher that execs batond in place (same pid), e.g. systemd-socket-activate.
-        self.proc = subprocess.Popen(
-            list(prefix) + [batond or bin_path("batond")] + args + ["--"] + command,
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-            env=e, text=True, errors="replace", preexec_fn=preexec_fn, pass_fds=pass_fds)
-        self.pid = self.proc.pid
-        self.known = set()
+        self.proc = proc
+        self.pid = proc.pid
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()
 
@@ -99,6 +90,24 @@ class Batond:
     def log(self):
         with self.cond:
             return "\n".join(self.lines)
+
+
+class Batond(StderrReader):
+    """One batond process with its stderr captured line by line."""
+
+    def __init__(self, args, command, env=None, prefix=(), preexec_fn=None, pass_fds=(),
+                 batond=None):
+        e = dict(os.environ)
+        e.pop("NOTIFY_SOCKET", None)
+        e.pop("LISTEN_FDS", None)
+        if env:
+            e.update(env)
+        self.known = set()
+        # prefix: a launcher that execs batond in place (same pid), e.g. systemd-socket-activate.
+        self._start_reader(subprocess.Popen(
+            list(prefix) + [batond or bin_path("batond")] + args + ["--"] + command,
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            env=e, text=True, errors="replace", preexec_fn=preexec_fn, pass_fds=pass_fds))
 
     def wait_log(self, pattern, start=0, timeout=DEADLINE):
         """Waits for a line matching pattern at index >= start; returns (match, index)."""
@@ -177,6 +186,57 @@ class Batond:
         self.reader.join(timeout=5)
 
 
+class Proc(StderrReader):
+    """A process other than batond whose stderr is read line by line, stopped by pid at cleanup.
+    It inherits none of the variables that tell a server where it runs."""
+
+    def __init__(self, argv, env=None, pass_fds=()):
+        e = dict(os.environ)
+        for k in ("NOTIFY_SOCKET", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES", "BATON_FD"):
+            e.pop(k, None)
+        e.update(env or {})
+        self._start_reader(subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            env=e, text=True, errors="replace", pass_fds=pass_fds))
+
+    def wait_log(self, text, timeout=DEADLINE):
+        """Waits for a line that contains text (not a pattern)."""
+        end = time.monotonic() + timeout
+        with self.cond:
+            while not any(text in l for l in self.lines):
+                left = end - time.monotonic()
+                if left <= 0 or not self.reader.is_alive():
+                    raise TestFailure(f"no log line with {text!r}; log:\n" + "\n".join(self.lines))
+                self.cond.wait(min(left, 0.5))
+
+    def wait_exit(self, timeout=DEADLINE):
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise TestFailure(f"pid {self.pid} did not exit within {timeout:.0f}s:\n{self.log()}")
+
+    def cleanup(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(timeout=DEADLINE)
+        self.reader.join(timeout=5)
+
+
+def reload_and_wait(b, gen):
+    """SIGHUP, then the outcome line of generation gen; returns 'done' or 'failed'."""
+    mark = b.mark()
+    b.signal(signal.SIGHUP)
+    m, _ = b.wait_log(rf"generation {gen}: .*reload done|reload to generation {gen} failed",
+                      start=mark)
+    return "done" if "reload done" in m.group(0) else "failed"
+
+
+def broken_while(flag, action, command):
+    """command run by a shell that does action instead (exit 1, exec sleep 600) while the
+    file flag exists: a generation that a test breaks by creating the file."""
+    return ["/bin/sh", "-c", f'test -e {flag} && {action}; exec "$0" "$@"', *command]
+
+
 def ppid(pid):
     try:
         with open(f"/proc/{pid}/stat") as f:
@@ -184,6 +244,19 @@ def ppid(pid):
         return int(stat[stat.rindex(")") + 2:].split()[1])
     except (OSError, ValueError):
         return -1
+
+
+def socket_inodes(pid):
+    """The sockets pid has open, from /proc/PID/fd: {fd: socket inode}."""
+    out = {}
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            m = re.match(r"socket:\[(\d+)\]", os.readlink(f"/proc/{pid}/fd/{fd}"))
+        except OSError:
+            continue
+        if m:
+            out[int(fd)] = int(m.group(1))
+    return out
 
 
 def target_of(spec):
@@ -212,10 +285,34 @@ class Load:
         check(m, f"no loadgen summary; stdout={out!r} stderr={err!r}")
         return {k: int(v) for k, v in (kv.split("=") for kv in m.group(1).split())}
 
+    def finish(self):
+        """Ends the run early with SIGINT, after which loadgen still prints its counts."""
+        self.proc.send_signal(signal.SIGINT)
+        return self.result()
+
     def kill(self):
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+
+
+def free_port():
+    """A TCP port on 127.0.0.1 that was free a moment ago, for servers that cannot bind port 0."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def read_all(s):
+    """Every byte s receives until the peer closes it; raises what recv() raises."""
+    data = b""
+    while True:
+        chunk = s.recv(65536)
+        if not chunk:
+            return data
+        data += chunk
 
 
 def http_get(spec, path="/", timeout=10.0):
@@ -235,12 +332,7 @@ def http_get(spec, path="/", timeout=10.0):
     try:
         s.connect(addr)
         s.sendall(f"GET {path} HTTP/1.0\r\nHost: x\r\n\r\n".encode())
-        data = b""
-        while True:
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            data += chunk
+        data = read_all(s)
     finally:
         s.close()
     head, _, body = data.partition(b"\r\n\r\n")
@@ -252,3 +344,38 @@ def serving_pid(spec):
     m = re.search(r"pid=(\d+)", http_get(spec))
     check(m, "reply without pid=")
     return int(m.group(1))
+
+
+def queue_clients(specs, k, timeout=60):
+    """k connected clients per listener (tcp://HOST:PORT or unix:PATH), each with its request
+    sent, for a server that is not accepting; returns the sockets."""
+    clients = []
+    for spec in specs:
+        for _ in range(k):
+            if spec.startswith("unix:"):
+                c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                c.settimeout(timeout)
+                c.connect(spec[5:])
+            else:
+                host, port = spec[len("tcp://"):].rsplit(":", 1)
+                host = host.strip("[]")
+                c = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+                c.settimeout(timeout)
+                c.connect((host, int(port)))
+            c.sendall(b"GET / HTTP/1.0\r\nHost: x\r\n\r\n")
+            clients.append(c)
+    return clients
+
+
+def outcome(c, status=b"HTTP/1.0 200"):
+    """Reads c's reply and closes it: 'ok' for a full reply (status line and pid=), 'reset',
+    'empty' or 'bad' otherwise."""
+    try:
+        data = read_all(c)
+    except ConnectionResetError:
+        return "reset"
+    finally:
+        c.close()
+    if data.startswith(status) and b"pid=" in data:
+        return "ok"
+    return "empty" if not data else "bad"

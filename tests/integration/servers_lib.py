@@ -13,7 +13,9 @@ import signal
 import socket
 import subprocess
 
-from harness import Batond, TestFailure, alive, bin_path, check, children_of, ppid, wait_for
+# free_port is used here and by tests/bench/servers.py, which imports it from this module.
+from harness import (Batond, TestFailure, alive, bin_path, check, children_of, free_port, ppid,
+                     read_all, wait_for)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PORT_TRIES = 3  # a port found free can be taken by someone else before batond binds it
@@ -46,14 +48,6 @@ def batond_ready_modes():
 def ready_without_notify():
     """Readiness for a server that sends no READY=1: listening where batond has it."""
     return "listening" if "listening" in batond_ready_modes() else "delay:1s"
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def replace_file(path, text):
@@ -288,12 +282,7 @@ def holder_of_connection(port, pids, path="/"):
 
         holder = wait_for(find, f"one of {sorted(pids)} to hold connection {inode}")
         s.sendall(b"\r\n")
-        data = b""
-        while True:
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            data += chunk
+        data = read_all(s)
     finally:
         s.close()
     head, _, body = data.partition(b"\r\n\r\n")

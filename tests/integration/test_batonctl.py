@@ -2,12 +2,11 @@
 """test_batonctl.py - the control socket and batonctl: status, reload, stop, upgrade, refusals."""
 import json
 import os
-import signal
 import stat
 import subprocess
 import tempfile
 
-from harness import Batond, Load, alive, bin_path, check, target_of, wait_for
+from harness import Batond, Load, alive, bin_path, broken_while, check, target_of, wait_for
 
 HTTPD = bin_path("example-httpd")
 
@@ -57,7 +56,7 @@ def test_reload_waits_for_the_outcome():
     with tempfile.TemporaryDirectory() as d:
         sock = f"{d}/ctl.sock"
         flag = f"{d}/broken"
-        cmd = ["/bin/sh", "-c", f'test -e {flag} && exit 1; exec "$0" "$@"', HTTPD]
+        cmd = broken_while(flag, "exit 1", [HTTPD])
         b = Batond(["-c", sock, "-l", "127.0.0.1:0", "-n", "2"], cmd)
         try:
             addr = b.address()
@@ -80,8 +79,7 @@ def test_reload_waits_for_the_outcome():
                 rc, out, _ = ctl(sock, "reload", "--no-wait")
                 check(rc == 0 and "reload requested" in out, out)
                 b.wait_log(r"generation 4: .*reload done")
-                load.proc.send_signal(signal.SIGINT)
-                res = load.result()
+                res = load.finish()
             finally:
                 load.kill()
             check(res["failed"] == 0 and res["ok"] > 0, res)

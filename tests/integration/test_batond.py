@@ -8,23 +8,14 @@ import subprocess
 import tempfile
 import time
 
-from harness import (Batond, Load, TestFailure, alive, bin_path, check, http_get, serving_pid,
-                     target_of, wait_for)
+from harness import (Batond, Load, TestFailure, alive, bin_path, broken_while, check, read_all,
+                     reload_and_wait, serving_pid, socket_inodes, target_of, wait_for)
 
 HTTPD = bin_path("example-httpd")
 
 
 def started(b, gen=1):
     b.wait_log(rf"generation {gen}: \d+/\d+ workers ready")
-
-
-def reload_and_wait(b, gen):
-    """SIGHUP, then the outcome line of generation gen; returns 'done' or 'failed'."""
-    mark = b.mark()
-    b.signal(signal.SIGHUP)
-    m, _ = b.wait_log(rf"generation {gen}: .*reload done|reload to generation {gen} failed",
-                      start=mark)
-    return "done" if "reload done" in m.group(0) else "failed"
 
 
 def test_twenty_reloads_under_load_drop_nothing_and_replace_every_pid():
@@ -44,8 +35,7 @@ def test_twenty_reloads_under_load_drop_nothing_and_replace_every_pid():
                 check(len(new) == 4 and not (new & old),
                       f"reload {gen} did not replace the workers: old {old} new {new}")
             check(load.proc.poll() is None, "the load ended before the reloads did")
-            load.proc.send_signal(signal.SIGINT)
-            res = load.result()
+            res = load.finish()
         finally:
             load.kill()
         check(res["ok"] > 0, f"no request succeeded: {res}")
@@ -61,7 +51,7 @@ def test_twenty_reloads_under_load_drop_nothing_and_replace_every_pid():
 def test_new_generation_that_exits_1_is_rolled_back_with_zero_failed():
     with tempfile.TemporaryDirectory() as d:
         flag = os.path.join(d, "broken")
-        cmd = ["/bin/sh", "-c", f'test -e {flag} && exit 1; exec "$0" "$@"', HTTPD]
+        cmd = broken_while(flag, "exit 1", [HTTPD])
         b = Batond(["-l", "127.0.0.1:0", "-n", "2"], cmd)
         try:
             addr = b.address()
@@ -80,8 +70,7 @@ def test_new_generation_that_exits_1_is_rolled_back_with_zero_failed():
                 wait_for(lambda: set(b.workers()) == old, f"only the old workers {old} left")
                 check(serving_pid(addr) in old, "a reply came from outside generation 1")
                 check(reload_and_wait(b, 3) == "done", "the next reload failed")
-                load.proc.send_signal(signal.SIGINT)
-                res = load.result()
+                res = load.finish()
             finally:
                 load.kill()
             check(res["failed"] == 0, f"{res['failed']} failed requests: {res}")
@@ -93,7 +82,7 @@ def test_new_generation_that_exits_1_is_rolled_back_with_zero_failed():
 def test_new_generation_that_is_never_ready_is_killed_at_the_ready_timeout():
     with tempfile.TemporaryDirectory() as d:
         flag = os.path.join(d, "slow")
-        cmd = ["/bin/sh", "-c", f'test -e {flag} && exec sleep 600; exec "$0" "$@"', HTTPD]
+        cmd = broken_while(flag, "exec sleep 600", [HTTPD])
         b = Batond(["-l", "127.0.0.1:0", "--ready-timeout", "1s"], cmd)
         try:
             addr = b.address()
@@ -139,19 +128,6 @@ def test_crashed_worker_is_respawned():
         check(serving_pid(addr) in after, "a reply from an unknown pid")
     finally:
         b.cleanup()
-
-
-def socket_inodes(pid):
-    out = {}
-    for fd in os.listdir(f"/proc/{pid}/fd"):
-        try:
-            t = os.readlink(f"/proc/{pid}/fd/{fd}")
-        except OSError:
-            continue
-        m = re.match(r"socket:\[(\d+)\]", t)
-        if m:
-            out[int(fd)] = int(m.group(1))
-    return out
 
 
 def test_worker_sees_exactly_stdio_and_its_listeners():
@@ -236,14 +212,8 @@ def test_graceful_stop_finishes_requests_in_flight_and_cleans_up():
             b.signal(signal.SIGTERM)
             replies = []
             for c in clients:
-                data = b""
-                while True:
-                    chunk = c.recv(65536)
-                    if not chunk:
-                        break
-                    data += chunk
+                replies.append(read_all(c))
                 c.close()
-                replies.append(data)
             check(b.wait_exit() == 0, "batond exit status")
             complete = [r for r in replies if r.startswith(b"HTTP/1.1 200") and b"pid=" in r]
             check(len(complete) == 8, f"{8 - len(complete)} of 8 requests in flight were lost")

@@ -13,11 +13,10 @@ import struct
 import subprocess
 import sys
 import tempfile
-import threading
-import time
 
-from harness import (DEADLINE, ROOT, Batond, Load, TestFailure, alive, bin_path, check,
-                     http_get, serving_pid, target_of, wait_for)
+from harness import (DEADLINE, ROOT, Batond, Load, Proc, TestFailure, alive, bin_path, check,
+                     free_port, http_get, outcome, queue_clients, reload_and_wait, serving_pid,
+                     target_of, wait_for)
 
 HTTPD = bin_path("example-httpd")
 EXAMPLE_SERVER = os.path.join(ROOT, "worker", "examples", "example-server.py")
@@ -32,85 +31,8 @@ KIND_TCP, KIND_UNIX = 1, 3
 O_CLOEXEC = 0o2000000
 
 
-class Proc:
-    """A process whose stderr is read line by line, stopped by pid at cleanup."""
-
-    def __init__(self, argv, env=None, pass_fds=()):
-        e = dict(os.environ)
-        for k in ("NOTIFY_SOCKET", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES", "BATON_FD"):
-            e.pop(k, None)
-        e.update(env or {})
-        self.lines = []
-        self.cond = threading.Condition()
-        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.PIPE, env=e, text=True,
-                                     errors="replace", pass_fds=pass_fds)
-        self.pid = self.proc.pid
-        self.reader = threading.Thread(target=self._read, daemon=True)
-        self.reader.start()
-
-    def _read(self):
-        for line in self.proc.stderr:
-            with self.cond:
-                self.lines.append(line.rstrip("\n"))
-                self.cond.notify_all()
-        with self.cond:
-            self.cond.notify_all()
-
-    def log(self):
-        with self.cond:
-            return "\n".join(self.lines)
-
-    def wait_log(self, text, timeout=DEADLINE):
-        end = time.monotonic() + timeout
-        with self.cond:
-            while not any(text in l for l in self.lines):
-                left = end - time.monotonic()
-                if left <= 0 or not self.reader.is_alive():
-                    raise TestFailure(f"no log line with {text!r}; log:\n" + "\n".join(self.lines))
-                self.cond.wait(min(left, 0.5))
-
-    def wait_exit(self, timeout=DEADLINE):
-        try:
-            return self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            raise TestFailure(f"pid {self.pid} did not exit within {timeout:.0f}s:\n{self.log()}")
-
-    def cleanup(self):
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait(timeout=DEADLINE)
-        self.reader.join(timeout=5)
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-def request(c):
-    c.sendall(b"GET / HTTP/1.0\r\nHost: x\r\n\r\n")
-
-
-def outcome(c):
-    """'ok' for a complete reply, 'reset' or 'empty' otherwise."""
-    data = b""
-    try:
-        while True:
-            chunk = c.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-    except ConnectionResetError:
-        return "reset"
-    finally:
-        c.close()
-    if data.startswith(b"HTTP/1.1 200") and b"pid=" in data:
-        return "ok"
-    return "empty" if not data else "bad"
+# example-httpd answers in HTTP/1.1.
+HTTPD_OK = b"HTTP/1.1 200"
 
 
 def test_standalone_serves_and_a_stop_serves_every_queued_client_first():
@@ -125,19 +47,10 @@ def test_standalone_serves_and_a_stop_serves_every_queued_client_first():
             check(serving_pid(spec) == p.pid, "TCP reply from another pid")
             check(serving_pid(f"unix:{sock}") == p.pid, "Unix reply from another pid")
             os.kill(p.pid, signal.SIGSTOP)
-            clients = []
-            for _ in range(K):
-                c = socket.create_connection(("127.0.0.1", port), timeout=30)
-                request(c)
-                clients.append(c)
-                u = socket.socket(socket.AF_UNIX)
-                u.settimeout(30)
-                u.connect(sock)
-                request(u)
-                clients.append(u)
+            clients = queue_clients([spec, f"unix:{sock}"], K, timeout=30)
             os.kill(p.pid, signal.SIGTERM)
             os.kill(p.pid, signal.SIGCONT)
-            results = [outcome(c) for c in clients]
+            results = [outcome(c, HTTPD_OK) for c in clients]
             check(p.wait_exit() == 0, f"exit status:\n{p.log()}")
             check(results.count("ok") == 2 * K,
                   f"{results.count('ok')} of {2 * K} queued clients served: {results}\n{p.log()}")
@@ -175,14 +88,6 @@ def test_socket_activation_by_systemd_serves_on_the_passed_socket():
         p.cleanup()
 
 
-def reload_and_wait(b, gen):
-    mark = b.mark()
-    b.signal(signal.SIGHUP)
-    m, _ = b.wait_log(rf"generation {gen}: .*reload done|reload to generation {gen} failed",
-                      start=mark)
-    return "done" if "reload done" in m.group(0) else "failed"
-
-
 def reloads_under_load(args, command, reloads=RELOADS):
     """reloads reloads of 2 workers under load; returns loadgen's counts."""
     b = Batond(["-l", "127.0.0.1:0", "-n", "2", "--drain-timeout", "20s"] + args, command)
@@ -196,8 +101,7 @@ def reloads_under_load(args, command, reloads=RELOADS):
                 check(reload_and_wait(b, gen) == "done", f"reload {gen} failed:\n{b.log()}")
                 wait_for(lambda: not any(alive(p) for p in old), f"generation {gen - 1} to exit")
             check(load.proc.poll() is None, "the load ended before the reloads did")
-            load.proc.send_signal(signal.SIGINT)
-            res = load.result()
+            res = load.finish()
         finally:
             load.kill()
         b.signal(signal.SIGTERM)
@@ -298,6 +202,12 @@ class FakeBatond:
         self.chan.close()
         self.listener.close()
 
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.cleanup()
+
 
 def fd_flags(pid, fd):
     with open(f"/proc/{pid}/fdinfo/{fd}") as f:
@@ -308,8 +218,7 @@ def fd_flags(pid, fd):
 
 
 def test_example_httpd_over_the_channel_reports_status_and_drains_on_drain():
-    f = FakeBatond()
-    try:
+    with FakeBatond() as f:
         f.handshake()
         f.expect(READY)
         f.expect_status(lambda n, t: n == 0 and t.startswith("serving"), "serving, 0")
@@ -327,7 +236,7 @@ def test_example_httpd_over_the_channel_reports_status_and_drains_on_drain():
         f.chan.send(message(DRAIN, struct.pack("<Q", 5_000_000)))
         f.worker.wait_log("DRAIN (deadline in 5000ms): stopped accepting, draining 1 connections")
         f.expect_status(lambda n, t: t.startswith("draining"), "draining")
-        check(outcome(slow) == "ok", "the request in flight was not answered")
+        check(outcome(slow, HTTPD_OK) == "ok", "the request in flight was not answered")
         # Anything but STATUS until DRAINED would be wrong.
         while True:
             mtype, _ = f.recv()
@@ -337,26 +246,20 @@ def test_example_httpd_over_the_channel_reports_status_and_drains_on_drain():
         check(f.chan.recv(65536) == b"", "the channel stayed open after DRAINED")
         check(f.worker.wait_exit() == 0, f"exit status:\n{f.worker.log()}")
         f.worker.wait_log("drained, exiting")
-    finally:
-        f.cleanup()
 
 
 def test_example_httpd_over_the_channel_drains_when_batond_goes_away():
-    f = FakeBatond()
-    try:
+    with FakeBatond() as f:
         f.handshake()
         f.expect(READY)
         check(serving_pid(f"tcp://127.0.0.1:{f.port}") == f.worker.pid, "reply")
         f.chan.close()
         check(f.worker.wait_exit() == 0, f"exit status:\n{f.worker.log()}")
         f.worker.wait_log("channel to batond, draining")
-    finally:
-        f.cleanup()
 
 
 def test_example_httpd_refuses_a_batond_of_another_major_version():
-    f = FakeBatond()
-    try:
+    with FakeBatond() as f:
         f.expect(HELLO)
         f.chan.send(message(LISTENERS, struct.pack("<HHH", 0, 0, 0), major=2))
         data = f.chan.recv(65536)
@@ -365,13 +268,10 @@ def test_example_httpd_refuses_a_batond_of_another_major_version():
         check(magic == MAGIC and mtype == ERROR and code == 93, f"refusal {data!r}")
         check(f.worker.wait_exit() == 1, "exit status")
         f.worker.wait_log("take listeners from batond: Protocol not supported")
-    finally:
-        f.cleanup()
 
 
 def test_ignore_term_over_the_channel_ignores_sigterm_and_sigquit_drains():
-    f = FakeBatond(["--ignore-term"])
-    try:
+    with FakeBatond(["--ignore-term"]) as f:
         f.handshake()
         f.expect(READY)
         # Signals are taken in order: had SIGTERM counted, the drain line would name it.
@@ -384,5 +284,3 @@ def test_ignore_term_over_the_channel_ignores_sigterm_and_sigquit_drains():
             mtype, _ = f.recv()
             if mtype == DRAINED:
                 break
-    finally:
-        f.cleanup()

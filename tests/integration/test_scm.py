@@ -7,7 +7,7 @@ import struct
 import sys
 import tempfile
 
-from harness import Batond, Load, alive, bin_path, check, target_of, wait_for
+from harness import Batond, Load, alive, bin_path, check, reload_and_wait, target_of, wait_for
 from scm_worker import LISTENERS, HELLO, message, receive
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -28,12 +28,9 @@ def test_scm_workers_get_their_listeners_over_the_channel_through_reloads():
             try:
                 for gen in range(2, 7):
                     old = set(b.workers())
-                    mark = b.mark()
-                    b.signal(signal.SIGHUP)
-                    b.wait_log(rf"generation {gen}: .*reload done", start=mark)
+                    check(reload_and_wait(b, gen) == "done", f"reload {gen} failed:\n{b.log()}")
                     wait_for(lambda: not any(alive(p) for p in old), "old generation to exit")
-                load.proc.send_signal(signal.SIGINT)
-                res = load.result()
+                res = load.finish()
             finally:
                 load.kill()
             check(res["failed"] == 0 and res["ok"] > 0, res)
@@ -78,12 +75,9 @@ def test_scm_channels_survive_a_self_upgrade():
                 b.wait_log(r"upgrade: took over 1 listeners and 2 workers", start=mark)
                 b.wait_log(r"\(upgraded\)", start=mark)
             check(b.workers() == workers, "the upgrade restarted workers (channels lost?)")
-            mark = b.mark()
-            b.signal(signal.SIGHUP)
-            b.wait_log(r"generation 2: .*reload done", start=mark)
+            check(reload_and_wait(b, 2) == "done", f"reload 2 failed:\n{b.log()}")
             wait_for(lambda: not any(alive(p) for p in workers), "generation 1 to exit")
-            load.proc.send_signal(signal.SIGINT)
-            res = load.result()
+            res = load.finish()
         finally:
             load.kill()
         check(res["failed"] == 0 and res["ok"] > 0, res)

@@ -7,12 +7,13 @@ process tree of the old generation; and a new configuration the server refuses t
 leaves the old generation serving, with 0 failed. A missing package fails the test: CI installs
 them with scripts/install-deps.
 """
+import contextlib
 import os
 import re
 import signal
 import tempfile
 
-from harness import Load, alive, bin_path, check, wait_for
+from harness import Load, alive, bin_path, check, reload_and_wait, socket_inodes, wait_for
 from servers_lib import (GUNICORN_WORKERS, NGINX_WORKERS, gunicorn_command, gunicorn_config,
                          holder_of_connection, kill_all, lighttpd_command, lighttpd_config,
                          nginx_command, nginx_config, ready_without_notify, start, tree,
@@ -68,15 +69,6 @@ def check_preload_built():
     check(os.path.exists(PRELOAD_LIB), f"{PRELOAD_LIB} is missing: make programs builds it")
 
 
-def reload_and_wait(b, gen):
-    """SIGHUP, then the outcome of generation gen: 'done' or 'failed'."""
-    mark = b.mark()
-    b.signal(signal.SIGHUP)
-    m, _ = b.wait_log(rf"generation {gen}: .*reload done|reload to generation {gen} failed",
-                      start=mark)
-    return "done" if "reload done" in m.group(0) else "failed"
-
-
 def listeners_on(port):
     """Inodes of the TCP sockets listening on 127.0.0.1:port."""
     out = set()
@@ -88,24 +80,12 @@ def listeners_on(port):
     return out
 
 
-def socket_inodes(pid):
-    out = set()
-    for fd in os.listdir(f"/proc/{pid}/fd"):
-        try:
-            m = re.match(r"socket:\[(\d+)\]", os.readlink(f"/proc/{pid}/fd/{fd}"))
-        except OSError:
-            continue
-        if m:
-            out.add(int(m.group(1)))
-    return out
-
-
 def check_serves_batonds_listener(b, port, pids):
     """One socket listens on the port, batond's, and the generation's processes hold it."""
     held = listeners_on(port)
     check(len(held) == 1, f"{len(held)} sockets listen on port {port}, expected batond's alone")
-    check(held <= socket_inodes(b.pid), "the listening socket is not batond's")
-    check(any(held <= socket_inodes(p) for p in pids if alive(p)),
+    check(held <= set(socket_inodes(b.pid).values()), "the listening socket is not batond's")
+    check(any(held <= set(socket_inodes(p).values()) for p in pids if alive(p)),
           f"no process of {sorted(pids)} holds batond's listener")
 
 
@@ -134,93 +114,90 @@ def stop_and_check_nothing_left(b):
     wait_for(lambda: not any(alive(p) for p in last), "every server process to exit")
 
 
+@contextlib.contextmanager
+def running(s, d):
+    """Starts batond with the server s in d and yields (b, port); then stops it and checks that
+    nothing is left. On any failure, prints batond's log; every process goes in the end."""
+    b, port = start(d, s.config, s.args, s.command(d), s.n_procs)
+    try:
+        yield b, port
+        stop_and_check_nothing_left(b)
+    except BaseException:
+        print_log(b)
+        raise
+    finally:
+        kill_all(b)
+
+
 def twenty_reloads_under_load(s):
-    with tempfile.TemporaryDirectory() as d:
-        b, port = start(d, s.config, s.args, s.command(d), s.n_procs)
+    with tempfile.TemporaryDirectory() as d, running(s, d) as (b, port):
+        check_serves_batonds_listener(b, port, tree(b))
+        check_serves(s, b, port, tree(b))
+        load = Load(f"127.0.0.1:{port}", duration="600s", threads=LOAD_THREADS)
         try:
+            for gen in range(2, RELOADS + 2):
+                old = wait_tree(b, s.n_procs)
+                check(reload_and_wait(b, gen) == "done",
+                      f"{s.name}: reload {gen} failed:\n{b.log()}")
+                wait_for(lambda: not any(alive(p) for p in old),
+                         f"every process of generation {gen - 1} to exit")
+                new = wait_tree(b, s.n_procs)
+                check(not (new & old), f"reload {gen} kept processes: {sorted(new & old)}")
+                check_serves(s, b, port, new)
+            check(load.proc.poll() is None, "the load ended before the reloads did")
             check_serves_batonds_listener(b, port, tree(b))
-            check_serves(s, b, port, tree(b))
-            load = Load(f"127.0.0.1:{port}", duration="600s", threads=LOAD_THREADS)
-            try:
-                for gen in range(2, RELOADS + 2):
-                    old = wait_tree(b, s.n_procs)
-                    check(reload_and_wait(b, gen) == "done",
-                          f"{s.name}: reload {gen} failed:\n{b.log()}")
-                    wait_for(lambda: not any(alive(p) for p in old),
-                             f"every process of generation {gen - 1} to exit")
-                    new = wait_tree(b, s.n_procs)
-                    check(not (new & old), f"reload {gen} kept processes: {sorted(new & old)}")
-                    check_serves(s, b, port, new)
-                check(load.proc.poll() is None, "the load ended before the reloads did")
-                check_serves_batonds_listener(b, port, tree(b))
-                load.proc.send_signal(signal.SIGINT)
-                res = load.result()
-            finally:
-                load.kill()
-            print(f"  {s.name} ({' '.join(s.args)}), {RELOADS} reloads under load: {res}",
-                  flush=True)
-            check(res["ok"] > 0, f"no request succeeded: {res}")
-            check(res["failed"] == 0, f"{res['failed']} failed requests over {RELOADS} reloads")
-            if s.pid_body:
-                check(res["pids"] > s.n_procs, f"replies came from only {res['pids']} pids")
-            # The last lines may still be on their way to the reader: wait for the counts.
-            wait_for(lambda: b.count(rf"sent SIG{s.drain} to worker pid") >= RELOADS,
-                     f"SIG{s.drain} sent for every reload")
-            wait_for(lambda: b.count(r"generation \d+ worker \d+ \(pid \d+\): exited with "
-                                     r"status 0") >= RELOADS, "every old generation exiting 0")
-            sent = b.count(rf"sent SIG{s.drain} to worker pid")
-            check(sent == RELOADS, f"SIG{s.drain} sent {sent} times for {RELOADS} reloads")
-            clean = b.count(r"generation \d+ worker \d+ \(pid \d+\): exited with status 0")
-            check(clean == RELOADS, f"{clean} of {RELOADS} old generations drained and exited 0")
-            stop_and_check_nothing_left(b)
-        except BaseException:
-            print_log(b)
-            raise
+            res = load.finish()
         finally:
-            kill_all(b)
+            load.kill()
+        print(f"  {s.name} ({' '.join(s.args)}), {RELOADS} reloads under load: {res}",
+              flush=True)
+        check(res["ok"] > 0, f"no request succeeded: {res}")
+        check(res["failed"] == 0, f"{res['failed']} failed requests over {RELOADS} reloads")
+        if s.pid_body:
+            check(res["pids"] > s.n_procs, f"replies came from only {res['pids']} pids")
+        # The last lines may still be on their way to the reader: wait for the counts.
+        wait_for(lambda: b.count(rf"sent SIG{s.drain} to worker pid") >= RELOADS,
+                 f"SIG{s.drain} sent for every reload")
+        wait_for(lambda: b.count(r"generation \d+ worker \d+ \(pid \d+\): exited with "
+                                 r"status 0") >= RELOADS, "every old generation exiting 0")
+        sent = b.count(rf"sent SIG{s.drain} to worker pid")
+        check(sent == RELOADS, f"SIG{s.drain} sent {sent} times for {RELOADS} reloads")
+        clean = b.count(r"generation \d+ worker \d+ \(pid \d+\): exited with status 0")
+        check(clean == RELOADS, f"{clean} of {RELOADS} old generations drained and exited 0")
 
 
 def broken_configuration_keeps_old_generation(s, breakers):
     """breakers: (what, write) pairs; each write(d, port) leaves a configuration the server
     refuses to start with. Each reload to it must fail, the old generation serving on."""
-    with tempfile.TemporaryDirectory() as d:
-        b, port = start(d, s.config, s.args, s.command(d), s.n_procs)
+    with tempfile.TemporaryDirectory() as d, running(s, d) as (b, port):
+        old = tree(b)
+        load = Load(f"127.0.0.1:{port}", duration="600s", threads=LOAD_THREADS)
         try:
-            old = tree(b)
-            load = Load(f"127.0.0.1:{port}", duration="600s", threads=LOAD_THREADS)
-            try:
-                gen = 2
-                for what, write in breakers:
-                    write(d, port)
-                    check(reload_and_wait(b, gen) == "failed",
-                          f"{s.name}: a reload with {what} was kept:\n{b.log()}")
-                    m, _ = b.wait_log(rf"reload to generation {gen} failed: (.*)")
-                    check(re.search(r"exited with status [1-9]\d* before it was ready",
-                                    m.group(1)), f"unclear reason: {m.group(0)}")
-                    wait_for(lambda: tree(b) == old, f"only generation 1 to be left after "
-                             f"{what} (have {sorted(tree(b))}, had {sorted(old)})")
-                    check_serves(s, b, port, old)
-                    gen += 1
-                s.config(d, port)
-                check(reload_and_wait(b, gen) == "done", f"the repaired reload failed:\n{b.log()}")
-                wait_for(lambda: not any(alive(p) for p in old), "generation 1 to exit")
-                new = wait_tree(b, s.n_procs)
-                check(not (new & old), f"processes kept: {sorted(new & old)}")
-                check_serves(s, b, port, new)
-                load.proc.send_signal(signal.SIGINT)
-                res = load.result()
-            finally:
-                load.kill()
-            print(f"  {s.name} ({' '.join(s.args)}), broken then repaired configuration under "
-                  f"load: {res}", flush=True)
-            check(res["ok"] > 0, f"no request succeeded: {res}")
-            check(res["failed"] == 0, f"{res['failed']} failed requests: {res}")
-            stop_and_check_nothing_left(b)
-        except BaseException:
-            print_log(b)
-            raise
+            gen = 2
+            for what, write in breakers:
+                write(d, port)
+                check(reload_and_wait(b, gen) == "failed",
+                      f"{s.name}: a reload with {what} was kept:\n{b.log()}")
+                m, _ = b.wait_log(rf"reload to generation {gen} failed: (.*)")
+                check(re.search(r"exited with status [1-9]\d* before it was ready",
+                                m.group(1)), f"unclear reason: {m.group(0)}")
+                wait_for(lambda: tree(b) == old, f"only generation 1 to be left after "
+                         f"{what} (have {sorted(tree(b))}, had {sorted(old)})")
+                check_serves(s, b, port, old)
+                gen += 1
+            s.config(d, port)
+            check(reload_and_wait(b, gen) == "done", f"the repaired reload failed:\n{b.log()}")
+            wait_for(lambda: not any(alive(p) for p in old), "generation 1 to exit")
+            new = wait_tree(b, s.n_procs)
+            check(not (new & old), f"processes kept: {sorted(new & old)}")
+            check_serves(s, b, port, new)
+            res = load.finish()
         finally:
-            kill_all(b)
+            load.kill()
+        print(f"  {s.name} ({' '.join(s.args)}), broken then repaired configuration under "
+              f"load: {res}", flush=True)
+        check(res["ok"] > 0, f"no request succeeded: {res}")
+        check(res["failed"] == 0, f"{res['failed']} failed requests: {res}")
 
 
 def test_lighttpd_socket_activation_twenty_reloads_under_load():

@@ -6,9 +6,9 @@ import socket
 import sys
 import tempfile
 
-from harness import Batond, TestFailure, alive, check, serving_pid, wait_for
+from harness import (TINY, Batond, Load, TestFailure, alive, bin_path, check, outcome,
+                     queue_clients, serving_pid, target_of, wait_for)
 
-TINY = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tiny_server.py")
 K = 20  # clients queued per listener
 
 
@@ -21,42 +21,25 @@ def sigpending(pid):
     return False
 
 
-def queue_clients(specs):
-    """K connected clients per listener, each with its request sent; returns the sockets."""
-    clients = []
-    for spec in specs:
-        for _ in range(K):
-            if spec.startswith("unix:"):
-                c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-                c.settimeout(60)
-                c.connect(spec[5:])
-            else:
-                host, port = spec[len("tcp://"):].rsplit(":", 1)
-                host = host.strip("[]")
-                c = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
-                c.settimeout(60)
-                c.connect((host, int(port)))
-            c.sendall(b"GET / HTTP/1.0\r\nHost: x\r\n\r\n")
-            clients.append(c)
-    return clients
-
-
-def outcome(c):
-    """'ok' for a full reply, 'reset' or 'empty' otherwise."""
-    data = b""
+def check_syn_unanswered(spec, what):
+    """A new connection to spec gets no answer at all; what is the failure if it is accepted."""
+    host, port = target_of(spec).rsplit(":", 1)
+    late = socket.socket()
+    late.settimeout(1.5)
     try:
-        while True:
-            chunk = c.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-    except ConnectionResetError:
-        return "reset"
+        late.connect((host, int(port)))
+        raise TestFailure(what)
+    except socket.timeout:
+        pass  # the SYN got no answer: no reset, no refusal
     finally:
-        c.close()
-    if data.startswith(b"HTTP/1.0 200") and b"pid=" in data:
-        return "ok"
-    return "empty" if not data else "bad"
+        late.close()
+
+
+def freeze_and_queue(b, spec):
+    """Stops b's one worker (SIGSTOP) and queues K clients on spec; returns (worker, clients)."""
+    w = b.workers()[0]
+    os.kill(w, signal.SIGSTOP)
+    return w, queue_clients([spec], K)
 
 
 def run_stop(mode, d):
@@ -71,7 +54,7 @@ def run_stop(mode, d):
         check(len(workers) == 2, f"workers {workers}")
         for w in workers:
             os.kill(w, signal.SIGSTOP)
-        clients = queue_clients(specs)
+        clients = queue_clients(specs, K)
         mark = b.mark()
         b.signal(signal.SIGTERM)
         if mode == "graceful":
@@ -118,21 +101,10 @@ def test_stop_refuses_new_connections_during_stage_two():
         try:
             spec = b.address("listen0")
             b.wait_log(r"generation 1: 1/1 workers ready")
-            w = b.workers()[0]
-            os.kill(w, signal.SIGSTOP)
-            held = queue_clients([spec])  # keeps stage 2 waiting
+            w, held = freeze_and_queue(b, spec)  # the queue keeps stage 2 waiting
             b.signal(signal.SIGTERM)
             b.wait_log(r"stop: new connections refused")
-            host, port = spec[len("tcp://"):].rsplit(":", 1)
-            late = socket.socket()
-            late.settimeout(1.5)
-            try:
-                late.connect((host, int(port)))
-                raise TestFailure("a new connection was accepted during stage 2")
-            except socket.timeout:
-                pass  # the SYN got no answer: no reset, no refusal
-            finally:
-                late.close()
+            check_syn_unanswered(spec, "a new connection was accepted during stage 2")
             check(not os.path.exists(sock), "the Unix socket file is still there in stage 2")
             u = socket.socket(socket.AF_UNIX)
             try:
@@ -152,14 +124,12 @@ def test_stop_refuses_new_connections_during_stage_two():
 
 def ctl(sock, *args):
     import subprocess
-    from harness import bin_path
     p = subprocess.run([bin_path("batonctl"), "-c", sock, *args], capture_output=True,
                        text=True, timeout=120)
     return p.returncode, p.stdout, p.stderr
 
 
 def test_retire_under_load_loses_nothing_on_either_listener():
-    from harness import Load, target_of
     with tempfile.TemporaryDirectory() as d:
         sock = f"{d}/ctl.sock"
         b = Batond(["-c", sock, "-l", "a=127.0.0.1:0", "-l", "b=127.0.0.1:0", "-n", "2"],
@@ -175,16 +145,7 @@ def test_retire_under_load_loses_nothing_on_either_listener():
                 rc, out, err = ctl(sock, "retire", "a")
                 check(rc == 0 and "retired a" in out, f"{rc} {out!r} {err!r}")
                 # A new connection to the retired address gets no answer.
-                host, port = target_of(a_spec).rsplit(":", 1)
-                late = socket.socket()
-                late.settimeout(1.5)
-                try:
-                    late.connect((host, int(port)))
-                    raise TestFailure("the retired address accepted a new connection")
-                except socket.timeout:
-                    pass
-                finally:
-                    late.close()
+                check_syn_unanswered(a_spec, "the retired address accepted a new connection")
                 # The other listener and reloads go on; new workers get only b.
                 mark = b.mark()
                 b.signal(signal.SIGHUP)
@@ -291,7 +252,6 @@ def test_graceful_stop_serves_a_client_whose_handshake_was_still_in_progress():
 def test_status_shows_a_listener_while_it_is_being_retired():
     import json
     import subprocess
-    from harness import bin_path
     with tempfile.TemporaryDirectory() as d:
         sock = f"{d}/ctl.sock"
         b = Batond(["-c", sock, "-l", "a=127.0.0.1:0", "-l", "b=127.0.0.1:0"],
@@ -299,9 +259,7 @@ def test_status_shows_a_listener_while_it_is_being_retired():
         try:
             a_spec = b.address("a")
             b.wait_log(r"generation 1: 1/1 workers ready")
-            w = b.workers()[0]
-            os.kill(w, signal.SIGSTOP)
-            held = queue_clients([a_spec])  # the queue keeps the retire waiting
+            w, held = freeze_and_queue(b, a_spec)  # the queue keeps the retire waiting
             retire = subprocess.Popen([bin_path("batonctl"), "-c", sock, "retire", "a"],
                                       stdout=subprocess.PIPE, text=True)
             try:

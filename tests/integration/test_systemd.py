@@ -13,12 +13,12 @@ import sys
 import tempfile
 import threading
 
-from harness import (Batond, Load, TestFailure, alive, bin_path, check, serving_pid,
-                     target_of, wait_for)
-from test_stop import TINY, outcome, queue_clients
+from harness import (TINY, Batond, Load, TestFailure, alive, bin_path, broken_while, check,
+                     free_port, outcome, queue_clients, serving_pid, target_of, wait_for)
 
 HTTPD = bin_path("example-httpd")
 SOCKET_ACTIVATE = "/usr/bin/systemd-socket-activate"
+K = 20  # clients queued on the listener while batond is killed and restarted
 
 
 def activate(port):
@@ -35,14 +35,6 @@ def _connect(port):
         return False
     c.close()
     return True
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 class Manager:
@@ -122,8 +114,7 @@ def test_socket_activation_serves_on_the_inherited_socket_through_ten_reloads():
                 b.signal(signal.SIGHUP)
                 b.wait_log(rf"generation {gen}: .*reload done", start=mark)
                 wait_for(lambda: not any(alive(p) for p in old), f"generation {gen - 1} exit")
-            load.proc.send_signal(signal.SIGINT)
-            res = load.result()
+            res = load.finish()
         finally:
             load.kill()
         check(res["ok"] > 0 and res["failed"] == 0, f"load over 10 reloads: {res}")
@@ -169,7 +160,7 @@ def test_notify_messages_follow_start_reload_failed_reload_and_stop():
     with tempfile.TemporaryDirectory() as d:
         m = Manager(d)
         flag = os.path.join(d, "broken")
-        cmd = ["/bin/sh", "-c", f'test -e {flag} && exit 1; exec "$0" "$@"', HTTPD]
+        cmd = broken_while(flag, "exit 1", [HTTPD])
         b = Batond(["-l", "web=127.0.0.1:0", "-n", "2", "--fdstore"], cmd,
                    env={"NOTIFY_SOCKET": m.path})
         try:
@@ -241,7 +232,7 @@ def test_killed_batond_restarted_with_its_stored_fds_serves_every_queued_client(
             workers = b.workers()
             for w in workers:
                 os.kill(w, signal.SIGSTOP)
-            clients = queue_clients([spec])
+            clients = queue_clients([spec], K)
             # batond dies; the manager kills what is left of the service, keeps the store.
             os.kill(b.pid, signal.SIGKILL)
             b.wait_exit()

@@ -43,8 +43,7 @@ def test_twenty_self_upgrades_under_load_keep_the_workers_and_drop_nothing():
                     check(b.workers() == workers, f"upgrade {i}: workers {workers} -> "
                           f"{b.workers()}")
                     check(fd_count(b.pid) == fds, f"upgrade {i}: {fds} fds -> {fd_count(b.pid)}")
-                load.proc.send_signal(signal.SIGINT)
-                res = load.result()
+                res = load.finish()
             finally:
                 load.kill()
             check(res["ok"] > 0 and res["failed"] == 0, f"load over 20 upgrades: {res}")
@@ -115,8 +114,7 @@ def test_upgrade_to_another_state_version_hands_over_and_rolls_a_fresh_generatio
                 wait_for(lambda: not any(alive(p) for p in old), "the adopted workers to drain")
                 new = set(b.workers())
                 check(len(new) == 2 and not (new & old), f"{old} -> {new}")
-                load.proc.send_signal(signal.SIGINT)
-                res = load.result()
+                res = load.finish()
             finally:
                 load.kill()
             check(res["failed"] == 0 and res["ok"] > 0, res)
