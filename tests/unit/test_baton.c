@@ -207,6 +207,13 @@ static void fake_expect_hello(int fd)
 	FAKE_CHECK(hello.role == PROTO_ROLE_WORKER);
 }
 
+/* Sends the len bytes that an encoder wrote into fake_buf, with n_fds fds attached. */
+static void fake_send(int fd, int len, const int *fds, size_t n_fds)
+{
+	FAKE_CHECK(len > 0);
+	FAKE_CHECK(proto_send(fd, fake_buf, (size_t)len, fds, n_fds) == 0);
+}
+
 static void fake_send_listeners(int fd, const struct fake_listeners *l)
 {
 	static struct proto_listener entries[MANY_LISTENERS];
@@ -226,8 +233,7 @@ static void fake_send_listeners(int fd, const struct fake_listeners *l)
 		if (l->per_message > 0 && k > l->per_message)
 			k = l->per_message;
 		len = proto_encode_listeners(fake_buf, sizeof(fake_buf), i, l->n, entries + i, k);
-		FAKE_CHECK(len > 0);
-		FAKE_CHECK(proto_send(fd, fake_buf, (size_t)len, l->fds + i, k) == 0);
+		fake_send(fd, len, l->fds + i, k);
 		i += k;
 	} while (i < l->n);
 }
@@ -235,10 +241,8 @@ static void fake_send_listeners(int fd, const struct fake_listeners *l)
 static void fake_send_drain(int fd, uint64_t timeout_usec)
 {
 	struct proto_drain d = { .timeout_usec = timeout_usec };
-	int len = proto_encode_drain(fake_buf, sizeof(fake_buf), &d);
 
-	FAKE_CHECK(len > 0);
-	FAKE_CHECK(proto_send(fd, fake_buf, (size_t)len, NULL, 0) == 0);
+	fake_send(fd, proto_encode_drain(fake_buf, sizeof(fake_buf), &d), NULL, 0);
 }
 
 /* Waits for the worker side to close the channel. */
@@ -246,6 +250,19 @@ static void fake_expect_close(int fd)
 {
 	FAKE_CHECK(readable(fd, WAIT_MSEC));
 	FAKE_CHECK(proto_recv(fd, fake_buf, sizeof(fake_buf), NULL, 0, NULL) == 0);
+}
+
+/* Receives the ERROR that refuses what was sent (one any version can read), then the close. */
+static void fake_expect_error(int fd, int code)
+{
+	struct proto_error e;
+	size_t n;
+
+	FAKE_CHECK(readable(fd, WAIT_MSEC));
+	n = (size_t)proto_recv(fd, fake_buf, sizeof(fake_buf), NULL, 0, NULL);
+	FAKE_CHECK(proto_decode_error(fake_buf, n, &e) == 0);
+	FAKE_CHECK(e.code == code);
+	fake_expect_close(fd);
 }
 
 /*
@@ -518,8 +535,6 @@ END_TEST
 
 static void script_major_2(int fd, const void *arg)
 {
-	struct proto_error e;
-	size_t n;
 	int len;
 
 	(void)arg;
@@ -527,13 +542,8 @@ static void script_major_2(int fd, const void *arg)
 	len = proto_encode_listeners(fake_buf, sizeof(fake_buf), 0, 0, NULL, 0);
 	FAKE_CHECK(len > 0);
 	fake_buf[4] = 2; /* a major version we do not speak */
-	FAKE_CHECK(proto_send(fd, fake_buf, (size_t)len, NULL, 0) == 0);
-	/* The refusal is an ERROR that any version can read. */
-	FAKE_CHECK(readable(fd, WAIT_MSEC));
-	n = (size_t)proto_recv(fd, fake_buf, sizeof(fake_buf), NULL, 0, NULL);
-	FAKE_CHECK(proto_decode_error(fake_buf, n, &e) == 0);
-	FAKE_CHECK(e.code == EPROTONOSUPPORT);
-	fake_expect_close(fd);
+	fake_send(fd, len, NULL, 0);
+	fake_expect_error(fd, EPROTONOSUPPORT);
 }
 
 START_TEST(a_batond_of_another_major_version_is_refused_with_eprotonosupport)
@@ -556,13 +566,10 @@ END_TEST
 static void script_error_eperm(int fd, const void *arg)
 {
 	struct proto_error e = { .code = EPERM, .text = "not allowed" };
-	int len;
 
 	(void)arg;
 	fake_expect_hello(fd);
-	len = proto_encode_error(fake_buf, sizeof(fake_buf), &e);
-	FAKE_CHECK(len > 0);
-	FAKE_CHECK(proto_send(fd, fake_buf, (size_t)len, NULL, 0) == 0);
+	fake_send(fd, proto_encode_error(fake_buf, sizeof(fake_buf), &e), NULL, 0);
 	fake_expect_close(fd);
 }
 
@@ -586,22 +593,15 @@ static void script_fd_count_mismatch(int fd, const void *arg)
 		{ .kind = PROTO_KIND_TCP, .name = "a", .address = "tcp://127.0.0.1:1" },
 		{ .kind = PROTO_KIND_TCP, .name = "b", .address = "tcp://127.0.0.1:2" },
 	};
-	struct proto_error e;
-	size_t n;
-	int len;
 
 	fake_expect_hello(fd);
-	len = proto_encode_listeners(fake_buf, sizeof(fake_buf), 0, 2, l, 2);
-	FAKE_CHECK(len > 0);
-	FAKE_CHECK(proto_send(fd, fake_buf, (size_t)len, listener, 1) == 0);
-	FAKE_CHECK(readable(fd, WAIT_MSEC));
-	n = (size_t)proto_recv(fd, fake_buf, sizeof(fake_buf), NULL, 0, NULL);
-	FAKE_CHECK(proto_decode_error(fake_buf, n, &e) == 0);
-	FAKE_CHECK(e.code == EPROTO);
-	fake_expect_close(fd);
+	fake_send(fd, proto_encode_listeners(fake_buf, sizeof(fake_buf), 0, 2, l, 2), listener, 1);
+	fake_expect_error(fd, EPROTO);
 }
 
-START_TEST(listeners_with_the_wrong_number_of_fds_are_refused_and_no_fd_leaks)
+/* baton_open() against script, which sends a TCP listener in LISTENERS that are refused with
+ * -EPROTO: the fds that came with them are closed again. */
+static void assert_listeners_refused_without_leaks(void (*script)(int fd, const void *arg))
 {
 	int listener = tcp_listener();
 	struct baton *b = NULL;
@@ -610,10 +610,15 @@ START_TEST(listeners_with_the_wrong_number_of_fds_are_refused_and_no_fd_leaks)
 
 	clean_env();
 	n_fds = unit_count_fds();
-	f = fake_start(script_fd_count_mismatch, &listener);
+	f = fake_start(script, &listener);
 	ck_assert_int_eq(baton_open(&b, 0), -EPROTO);
 	fake_finish(f);
 	ck_assert_int_eq(unit_count_fds(), n_fds);
+}
+
+START_TEST(listeners_with_the_wrong_number_of_fds_are_refused_and_no_fd_leaks)
+{
+	assert_listeners_refused_without_leaks(script_fd_count_mismatch);
 }
 END_TEST
 
@@ -622,31 +627,18 @@ static void script_listeners_out_of_order(int fd, const void *arg)
 {
 	const int *listener = arg;
 	struct proto_listener l = { .kind = PROTO_KIND_TCP, .name = "a", .address = "tcp://x:1" };
-	int len;
 
 	fake_expect_hello(fd);
-	for (int i = 0; i < 2; i++) {
-		len = proto_encode_listeners(fake_buf, sizeof(fake_buf), 0, 2, &l, 1);
-		FAKE_CHECK(len > 0);
-		FAKE_CHECK(proto_send(fd, fake_buf, (size_t)len, listener, 1) == 0);
-	}
+	for (int i = 0; i < 2; i++)
+		fake_send(fd, proto_encode_listeners(fake_buf, sizeof(fake_buf), 0, 2, &l, 1),
+			  listener, 1);
 	(void)fake_expect(fd, PROTO_ERROR);
 	fake_expect_close(fd);
 }
 
 START_TEST(listeners_out_of_order_are_refused_and_the_first_ones_closed)
 {
-	int listener = tcp_listener();
-	struct baton *b = NULL;
-	struct fake f;
-	int n_fds;
-
-	clean_env();
-	n_fds = unit_count_fds();
-	f = fake_start(script_listeners_out_of_order, &listener);
-	ck_assert_int_eq(baton_open(&b, 0), -EPROTO);
-	fake_finish(f);
-	ck_assert_int_eq(unit_count_fds(), n_fds);
+	assert_listeners_refused_without_leaks(script_listeners_out_of_order);
 }
 END_TEST
 
@@ -721,7 +713,11 @@ static void set_listen_env(pid_t pid, const char *names)
 		CHILD_CHECK(setenv("LISTEN_FDNAMES", names, 1) == 0);
 }
 
-START_TEST(listen_fds_mode_takes_fds_3_and_4_with_their_names)
+/*
+ * Runs body(originals) in a child with two TCP listeners at fds 3 and 4 (originals[] holds the
+ * sockets they were duplicated from) and a clean environment; the test fails if body does.
+ */
+static void in_listen_fds_child(void (*body)(const int originals[2]))
 {
 	pid_t pid;
 
@@ -729,76 +725,76 @@ START_TEST(listen_fds_mode_takes_fds_3_and_4_with_their_names)
 	pid = fork();
 	ck_assert_int_ge(pid, 0);
 	if (pid == 0) {
-		struct baton *b = NULL;
 		int originals[2];
 
 		child_listen_fds(originals);
-		set_listen_env(getpid(), "web:admin");
-		CHILD_CHECK(baton_open(&b, 0) == 0);
-		CHILD_CHECK(baton_mode(b) == BATON_MODE_ENV);
-		CHILD_CHECK(baton_listener_count(b) == 2);
-		CHILD_CHECK(baton_listener_fd(b, 0) == 3 && baton_listener_fd(b, 1) == 4);
-		CHILD_CHECK(strcmp(baton_listener_name(b, 0), "web") == 0);
-		CHILD_CHECK(strcmp(baton_listener_name(b, 1), "admin") == 0);
-		CHILD_CHECK(is_cloexec(3) && is_cloexec(4));
-		CHILD_CHECK(!getenv("LISTEN_FDS") && !getenv("LISTEN_PID") &&
-			    !getenv("LISTEN_FDNAMES"));
-		b = baton_close(b);
-		/* Closed with the handle; the originals stay. */
-		CHILD_CHECK(fcntl(3, F_GETFD) < 0 && fcntl(4, F_GETFD) < 0);
-		CHILD_CHECK(fcntl(originals[0], F_GETFD) >= 0);
+		body(originals);
 		_exit(0);
 	}
 	child_finish(pid);
 }
+
+static void child_takes_fds_3_and_4_with_their_names(const int originals[2])
+{
+	struct baton *b = NULL;
+
+	set_listen_env(getpid(), "web:admin");
+	CHILD_CHECK(baton_open(&b, 0) == 0);
+	CHILD_CHECK(baton_mode(b) == BATON_MODE_ENV);
+	CHILD_CHECK(baton_listener_count(b) == 2);
+	CHILD_CHECK(baton_listener_fd(b, 0) == 3 && baton_listener_fd(b, 1) == 4);
+	CHILD_CHECK(strcmp(baton_listener_name(b, 0), "web") == 0);
+	CHILD_CHECK(strcmp(baton_listener_name(b, 1), "admin") == 0);
+	CHILD_CHECK(is_cloexec(3) && is_cloexec(4));
+	CHILD_CHECK(!getenv("LISTEN_FDS") && !getenv("LISTEN_PID") && !getenv("LISTEN_FDNAMES"));
+	b = baton_close(b);
+	/* Closed with the handle; the originals stay. */
+	CHILD_CHECK(fcntl(3, F_GETFD) < 0 && fcntl(4, F_GETFD) < 0);
+	CHILD_CHECK(fcntl(originals[0], F_GETFD) >= 0);
+}
+
+START_TEST(listen_fds_mode_takes_fds_3_and_4_with_their_names)
+{
+	in_listen_fds_child(child_takes_fds_3_and_4_with_their_names);
+}
 END_TEST
+
+static void child_keeps_env_and_names_the_fds_unknown(const int originals[2])
+{
+	struct baton *b = NULL;
+
+	(void)originals;
+	set_listen_env(getpid(), NULL);
+	CHILD_CHECK(baton_open(&b, BATON_OPEN_KEEP_ENV) == 0);
+	CHILD_CHECK(baton_listener_count(b) == 2);
+	CHILD_CHECK(strcmp(baton_listener_name(b, 1), "unknown") == 0);
+	CHILD_CHECK(getenv("LISTEN_FDS") && getenv("LISTEN_PID"));
+	b = baton_close(b);
+}
 
 START_TEST(listen_fds_without_names_are_unknown_and_keep_env_keeps_the_variables)
 {
-	pid_t pid;
-
-	clean_env();
-	pid = fork();
-	ck_assert_int_ge(pid, 0);
-	if (pid == 0) {
-		struct baton *b = NULL;
-		int originals[2];
-
-		child_listen_fds(originals);
-		set_listen_env(getpid(), NULL);
-		CHILD_CHECK(baton_open(&b, BATON_OPEN_KEEP_ENV) == 0);
-		CHILD_CHECK(baton_listener_count(b) == 2);
-		CHILD_CHECK(strcmp(baton_listener_name(b, 1), "unknown") == 0);
-		CHILD_CHECK(getenv("LISTEN_FDS") && getenv("LISTEN_PID"));
-		b = baton_close(b);
-		_exit(0);
-	}
-	child_finish(pid);
+	in_listen_fds_child(child_keeps_env_and_names_the_fds_unknown);
 }
 END_TEST
 
+static void child_with_fds_for_its_parent_is_standalone(const int originals[2])
+{
+	struct baton *b = NULL;
+
+	(void)originals;
+	set_listen_env(getppid(), "web:admin");
+	CHILD_CHECK(baton_open(&b, 0) == 0);
+	CHILD_CHECK(baton_mode(b) == BATON_MODE_STANDALONE);
+	CHILD_CHECK(baton_listener_count(b) == 0);
+	b = baton_close(b);
+	/* Not ours: left open. */
+	CHILD_CHECK(fcntl(3, F_GETFD) >= 0 && fcntl(4, F_GETFD) >= 0);
+}
+
 START_TEST(listen_fds_for_another_pid_mean_standalone)
 {
-	pid_t pid;
-
-	clean_env();
-	pid = fork();
-	ck_assert_int_ge(pid, 0);
-	if (pid == 0) {
-		struct baton *b = NULL;
-		int originals[2];
-
-		child_listen_fds(originals);
-		set_listen_env(getppid(), "web:admin");
-		CHILD_CHECK(baton_open(&b, 0) == 0);
-		CHILD_CHECK(baton_mode(b) == BATON_MODE_STANDALONE);
-		CHILD_CHECK(baton_listener_count(b) == 0);
-		b = baton_close(b);
-		/* Not ours: left open. */
-		CHILD_CHECK(fcntl(3, F_GETFD) >= 0 && fcntl(4, F_GETFD) >= 0);
-		_exit(0);
-	}
-	child_finish(pid);
+	in_listen_fds_child(child_with_fds_for_its_parent_is_standalone);
 }
 END_TEST
 

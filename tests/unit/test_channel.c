@@ -665,17 +665,6 @@ START_TEST(a_message_before_hello_gets_error_eproto_then_a_close)
 }
 END_TEST
 
-/* True once nobody holds the pipe's read end: writing fails with EPIPE. */
-static bool read_end_is_gone(int write_end)
-{
-	ssize_t n = write(write_end, "x", 1);
-
-	if (n == 1)
-		return false;
-	ck_assert_int_eq(errno, EPIPE);
-	return true;
-}
-
 START_TEST(fds_sent_by_the_worker_are_closed_and_end_the_channel)
 {
 	struct fx f;
@@ -691,10 +680,10 @@ START_TEST(fds_sent_by_the_worker_are_closed_and_end_the_channel)
 		send_msg(f.worker, buf, proto_encode_status(buf, sizeof(buf), &m), &p[0], 1);
 	}
 	close_fdp(&p[0]);
-	ck_assert(!read_end_is_gone(p[1])); /* in flight: the message holds it */
+	ck_assert(!unit_read_end_is_gone(p[1])); /* in flight: the message holds it */
 	expect_cut_off(&f, EPROTO, -EPROTO);
 	ck_assert_uint_eq(f.seen.status, 0);
-	ck_assert(read_end_is_gone(p[1]));
+	ck_assert(unit_read_end_is_gone(p[1]));
 	close_fdp(&p[1]);
 	fx_end(&f);
 }
@@ -712,7 +701,7 @@ START_TEST(an_fd_on_hello_is_closed_and_ends_the_channel)
 	send_msg(f.worker, buf, proto_encode_hello(buf, sizeof(buf), &h), &p[0], 1);
 	close_fdp(&p[0]);
 	expect_cut_off(&f, EPROTO, -EPROTO);
-	ck_assert(read_end_is_gone(p[1]));
+	ck_assert(unit_read_end_is_gone(p[1]));
 	close_fdp(&p[1]);
 	fx_end(&f);
 }

@@ -12,6 +12,7 @@
 #include <syslog.h>
 #include <unistd.h>
 
+#include "cleanup.h"
 #include "config.h"
 
 #define ARGS_MAX     2100  /* arguments in one test command line: 1025 listeners need 2053 */
@@ -76,16 +77,14 @@ static struct config *config_alloc(void)
 /* Parses list, which must fail with a negative errno (error if not 0). */
 static void assert_refused(const char *const *list, int error)
 {
-	struct config *c = config_alloc();
-	struct args *a = NULL;
+	_cleanup_free_ struct config *c = config_alloc();
+	_cleanup_free_ struct args *a = NULL;
 	int r = parse(list, c, &a);
 
 	ck_assert_msg(r < 0, "config_parse accepted an invalid command line (returned %d)", r);
 	if (error != 0)
 		ck_assert_msg(r == error, "config_parse returned %d (%s), expected %d (%s)", r,
 			      strerror(-r), error, strerror(-error));
-	free(a);
-	free(c);
 }
 
 #define ARGV(...) ((const char *const[]){ "batond", __VA_ARGS__, NULL })
@@ -94,8 +93,8 @@ static void assert_refused(const char *const *list, int error)
 
 START_TEST(minimal_command_line_runs_with_the_defaults)
 {
-	struct config *c = config_alloc();
-	struct args *a = NULL;
+	_cleanup_free_ struct config *c = config_alloc();
+	_cleanup_free_ struct args *a = NULL;
 	struct stat st;
 
 	ck_assert_int_eq(parse(ARGV("-l", "127.0.0.1:0", "--", "true"), c, &a), CONFIG_RUN);
@@ -123,15 +122,13 @@ START_TEST(minimal_command_line_runs_with_the_defaults)
 	ck_assert_int_eq(stat(c->exec_path, &st), 0);
 	ck_assert(S_ISREG(st.st_mode));
 	ck_assert_int_eq(access(c->exec_path, X_OK), 0);
-	free(a);
-	free(c);
 }
 END_TEST
 
 START_TEST(every_option_is_parsed)
 {
-	struct config *c = config_alloc();
-	struct args *a = NULL;
+	_cleanup_free_ struct config *c = config_alloc();
+	_cleanup_free_ struct args *a = NULL;
 
 	ck_assert_int_eq(
 		parse(ARGV("-n", "4", "--batch", "2", "--ready", "delay:2s", "--ready-timeout",
@@ -166,15 +163,13 @@ START_TEST(every_option_is_parsed)
 	ck_assert_str_eq(c->argv[1], "-c");
 	ck_assert_str_eq(c->argv[2], "exit 0");
 	ck_assert_ptr_null(c->argv[3]);
-	free(a);
-	free(c);
 }
 END_TEST
 
 START_TEST(ready_none_and_explicit_notify_are_accepted)
 {
-	struct config *c = config_alloc();
-	struct args *a = NULL;
+	_cleanup_free_ struct config *c = config_alloc();
+	_cleanup_free_ struct args *a = NULL;
 
 	ck_assert_int_eq(parse(ARGV("--ready", "none", "-l", "127.0.0.1:0", "true"), c, &a),
 			 CONFIG_RUN);
@@ -183,15 +178,13 @@ START_TEST(ready_none_and_explicit_notify_are_accepted)
 	ck_assert_int_eq(parse(ARGV("--ready", "notify", "-l", "127.0.0.1:0", "true"), c, &a),
 			 CONFIG_RUN);
 	ck_assert_int_eq(c->rollout.ready_mode, ROLLOUT_READY_NOTIFY);
-	free(a);
-	free(c);
 }
 END_TEST
 
 START_TEST(command_without_double_dash_keeps_its_own_options)
 {
-	struct config *c = config_alloc();
-	struct args *a = NULL;
+	_cleanup_free_ struct config *c = config_alloc();
+	_cleanup_free_ struct args *a = NULL;
 
 	/* Options stop at the command: "-n 3" belongs to it, not to batond. */
 	ck_assert_int_eq(parse(ARGV("-l", "127.0.0.1:0", "true", "-n", "3", "--", "x"), c, &a),
@@ -204,29 +197,25 @@ START_TEST(command_without_double_dash_keeps_its_own_options)
 	ck_assert_str_eq(c->argv[4], "x");
 	ck_assert_ptr_null(c->argv[5]);
 	ck_assert_msg(c->exec_path[0] == '/', "exec_path '%s' is not absolute", c->exec_path);
-	free(a);
-	free(c);
 }
 END_TEST
 
 START_TEST(batch_larger_than_the_workers_is_clamped)
 {
-	struct config *c = config_alloc();
-	struct args *a = NULL;
+	_cleanup_free_ struct config *c = config_alloc();
+	_cleanup_free_ struct args *a = NULL;
 
 	ck_assert_int_eq(parse(ARGV("-n", "2", "--batch", "8", "-l", "127.0.0.1:0", "true"), c, &a),
 			 CONFIG_RUN);
 	ck_assert_uint_eq(c->rollout.n_workers, 2);
 	ck_assert_uint_eq(c->rollout.batch, 2);
-	free(a);
-	free(c);
 }
 END_TEST
 
 START_TEST(worker_counts_1_and_256_are_the_bounds)
 {
-	struct config *c = config_alloc();
-	struct args *a = NULL;
+	_cleanup_free_ struct config *c = config_alloc();
+	_cleanup_free_ struct args *a = NULL;
 
 	ck_assert_int_eq(parse(ARGV("-n", "256", "-l", "127.0.0.1:0", "true"), c, &a), CONFIG_RUN);
 	ck_assert_uint_eq(c->rollout.n_workers, 256);
@@ -234,15 +223,14 @@ START_TEST(worker_counts_1_and_256_are_the_bounds)
 	ck_assert_int_eq(parse(ARGV("--workers", "1", "-l", "127.0.0.1:0", "true"), c, &a),
 			 CONFIG_RUN);
 	ck_assert_uint_eq(c->rollout.n_workers, 1);
-	free(a);
-	free(c);
 }
 END_TEST
 
 START_TEST(a_second_parse_starts_from_scratch)
 {
-	struct config *c = config_alloc();
-	struct args *a = NULL, *b = NULL;
+	_cleanup_free_ struct config *c = config_alloc();
+	_cleanup_free_ struct args *a = NULL;
+	_cleanup_free_ struct args *b = NULL;
 
 	ck_assert_int_eq(
 		parse(ARGV("-n", "3", "-v", "-l", "a=127.0.0.1:0", "-l", "unix:@x", "--", "true"),
@@ -255,16 +243,13 @@ START_TEST(a_second_parse_starts_from_scratch)
 	ck_assert_uint_eq(c->rollout.n_workers, 1);
 	ck_assert_int_eq(c->log_level, LOG_INFO);
 	ck_assert_ptr_eq(c->argv, b->argv + 4);
-	free(a);
-	free(b);
-	free(c);
 }
 END_TEST
 
 START_TEST(up_to_the_limit_listeners_are_accepted_and_one_more_is_refused)
 {
-	struct config *c = config_alloc();
-	struct args *a = args_new(ARGV("-n", "1"));
+	_cleanup_free_ struct config *c = config_alloc();
+	_cleanup_free_ struct args *a = args_new(ARGV("-n", "1"));
 	int r;
 
 	for (int i = 0; i < CONFIG_MAX_LISTENERS; i++) {
@@ -287,8 +272,6 @@ START_TEST(up_to_the_limit_listeners_are_accepted_and_one_more_is_refused)
 	args_add(a, "true");
 	r = config_parse(a->argc, a->argv, c);
 	ck_assert_int_lt(r, 0);
-	free(a);
-	free(c);
 }
 END_TEST
 

@@ -531,12 +531,14 @@ static void path_in(char *buf, size_t size, const char *dir, const char *name)
 	ck_assert_int_lt(snprintf(buf, size, "%s/%s", dir, name), (int)size);
 }
 
-static void bind_unix_path(struct listener *l, const char *path)
+/* Parses "unix:PATH" into l and binds it, which must return expected (0 or -errno). */
+static void bind_unix_path(struct listener *l, const char *path, int expected)
 {
 	char arg[UNIX_ARG_MAX];
 
 	ck_assert_int_lt(snprintf(arg, sizeof(arg), "unix:%s", path), (int)sizeof(arg));
 	parse_ok(arg, 0, l);
+	ck_assert_int_eq(listener_bind(l, 16), expected);
 }
 
 START_TEST(tcp_port_zero_binds_a_free_port_and_updates_the_spec)
@@ -637,8 +639,7 @@ START_TEST(unix_path_bind_creates_the_socket_and_close_removes_it)
 
 	make_dir(dir, sizeof(dir));
 	path_in(path, sizeof(path), dir, "s.sock");
-	bind_unix_path(&l, path);
-	ck_assert_int_eq(listener_bind(&l, 16), 0);
+	bind_unix_path(&l, path, 0);
 	ck_assert_int_eq(lstat(path, &st), 0);
 	ck_assert(S_ISSOCK(st.st_mode));
 	ck_assert(l.owns_path);
@@ -665,14 +666,12 @@ START_TEST(a_stale_socket_file_is_replaced)
 	make_dir(dir, sizeof(dir));
 	path_in(path, sizeof(path), dir, "s.sock");
 	/* A server that died without unlinking its socket file. */
-	bind_unix_path(&old, path);
-	ck_assert_int_eq(listener_bind(&old, 16), 0);
+	bind_unix_path(&old, path, 0);
 	ck_assert_int_eq(close(old.fd), 0);
 	ck_assert_int_eq(lstat(path, &before), 0);
 	ck_assert(S_ISSOCK(before.st_mode));
 
-	bind_unix_path(&l, path);
-	ck_assert_int_eq(listener_bind(&l, 16), 0);
+	bind_unix_path(&l, path, 0);
 	ck_assert_int_eq(lstat(path, &after), 0);
 	ck_assert(S_ISSOCK(after.st_mode));
 	ck_assert(l.owns_path);
@@ -695,12 +694,10 @@ START_TEST(a_live_socket_file_is_left_alone_with_eaddrinuse)
 
 	make_dir(dir, sizeof(dir));
 	path_in(path, sizeof(path), dir, "s.sock");
-	bind_unix_path(&live, path);
-	ck_assert_int_eq(listener_bind(&live, 16), 0);
+	bind_unix_path(&live, path, 0);
 	ck_assert_int_eq(lstat(path, &before), 0);
 
-	bind_unix_path(&l, path);
-	ck_assert_int_eq(listener_bind(&l, 16), -EADDRINUSE);
+	bind_unix_path(&l, path, -EADDRINUSE);
 	ck_assert_int_eq(l.fd, -1);
 	ck_assert(!l.owns_path);
 	ck_assert_int_eq(lstat(path, &after), 0);
@@ -736,8 +733,7 @@ START_TEST(a_live_datagram_socket_file_is_left_alone_with_eaddrinuse)
 	ck_assert_int_eq(bind(live, (struct sockaddr *)&sa, sizeof(sa)), 0);
 	ck_assert_int_eq(lstat(path, &before), 0);
 
-	bind_unix_path(&l, path);
-	ck_assert_int_eq(listener_bind(&l, 16), -EADDRINUSE);
+	bind_unix_path(&l, path, -EADDRINUSE);
 	ck_assert_int_eq(l.fd, -1);
 	ck_assert_int_eq(lstat(path, &after), 0);
 	ck_assert_uint_eq(after.st_ino, before.st_ino);
@@ -765,8 +761,7 @@ START_TEST(a_regular_file_in_the_way_is_left_untouched_with_eexist)
 	ck_assert_int_eq(write(fd, content, strlen(content)), (ssize_t)strlen(content));
 	ck_assert_int_eq(close(fd), 0);
 
-	bind_unix_path(&l, path);
-	ck_assert_int_eq(listener_bind(&l, 16), -EEXIST);
+	bind_unix_path(&l, path, -EEXIST);
 	ck_assert_int_eq(l.fd, -1);
 	ck_assert(!l.owns_path);
 	ck_assert_int_eq(unit_count_fds(), n_fds);
@@ -797,12 +792,10 @@ START_TEST(close_does_not_remove_a_file_that_replaced_ours)
 
 	make_dir(dir, sizeof(dir));
 	path_in(path, sizeof(path), dir, "s.sock");
-	bind_unix_path(&l, path);
-	ck_assert_int_eq(listener_bind(&l, 16), 0);
+	bind_unix_path(&l, path, 0);
 	/* A newer batond took the path over: it unlinked ours and bound its own. */
 	ck_assert_int_eq(unlink(path), 0);
-	bind_unix_path(&newer, path);
-	ck_assert_int_eq(listener_bind(&newer, 16), 0);
+	bind_unix_path(&newer, path, 0);
 
 	listener_close(&l);
 	ck_assert_int_eq(access(path, F_OK), 0);
@@ -898,8 +891,7 @@ START_TEST(close_twice_is_safe)
 	ck_assert_int_eq(listener_bind(&tcp, 16), 0);
 	make_dir(dir, sizeof(dir));
 	path_in(path, sizeof(path), dir, "s.sock");
-	bind_unix_path(&un, path);
-	ck_assert_int_eq(listener_bind(&un, 16), 0);
+	bind_unix_path(&un, path, 0);
 
 	listener_close(&tcp);
 	listener_close(&tcp);

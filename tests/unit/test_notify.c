@@ -277,19 +277,28 @@ static void send_text(const char *address, const char *s)
 	send_notify(address, s, strlen(s), NULL, 0);
 }
 
-/*
- * True once no open file description refers to the pipe's read end any more: writing to the
- * write end then fails with EPIPE (SIGPIPE is ignored by the caller).
- */
-static bool read_end_is_gone(int write_end)
+/* notify_open(), which must succeed. */
+static int open_ok(char address[NOTIFY_ADDRESS_MAX])
 {
-	ssize_t n = write(write_end, "x", 1);
+	int fd = notify_open(address);
 
-	if (n == 1)
-		return false;
-	ck_assert_int_eq(n, -1);
-	ck_assert_int_eq(errno, EPIPE);
-	return true;
+	ck_assert_int_ge(fd, 0);
+	return fd;
+}
+
+/* A pipe whose read end a test sends along; with SIGPIPE ignored, unit_read_end_is_gone() sees
+ * when the last copy of it is closed. */
+static void make_pipe(int p[2])
+{
+	ck_assert(signal(SIGPIPE, SIG_IGN) != SIG_ERR);
+	ck_assert_int_eq(pipe2(p, O_CLOEXEC), 0);
+}
+
+/* Closes the notify socket fd; the test leaves no fd open of the n_fds it began with. */
+static void close_last(int fd, int n_fds)
+{
+	ck_assert_int_eq(close(fd), 0);
+	ck_assert_int_eq(unit_count_fds(), n_fds);
 }
 
 START_TEST(open_gives_a_cloexec_nonblocking_abstract_socket_with_credentials)
@@ -328,9 +337,8 @@ START_TEST(a_datagram_is_received_with_the_senders_pid)
 	int n_fds = unit_count_fds();
 	char address[NOTIFY_ADDRESS_MAX];
 	struct notify_message m;
-	int fd = notify_open(address);
+	int fd = open_ok(address);
 
-	ck_assert_int_ge(fd, 0);
 	send_text(address, "READY=1\nSTATUS=serving on :8080\nMAINPID=4321");
 	memset(&m, POISON_BYTE, sizeof(m));
 	ck_assert_int_eq(notify_receive(fd, &m), 0);
@@ -344,8 +352,7 @@ START_TEST(a_datagram_is_received_with_the_senders_pid)
 
 	/* One datagram, one message: the next receive finds nothing. */
 	ck_assert_int_eq(notify_receive(fd, &m), -EAGAIN);
-	ck_assert_int_eq(close(fd), 0);
-	ck_assert_int_eq(unit_count_fds(), n_fds);
+	close_last(fd, n_fds);
 }
 END_TEST
 
@@ -353,9 +360,8 @@ START_TEST(datagrams_are_received_one_at_a_time_in_order)
 {
 	char address[NOTIFY_ADDRESS_MAX];
 	struct notify_message m;
-	int fd = notify_open(address);
+	int fd = open_ok(address);
 
-	ck_assert_int_ge(fd, 0);
 	send_text(address, "STATUS=starting");
 	send_text(address, "READY=1");
 	send_text(address, "STOPPING=1");
@@ -376,11 +382,10 @@ START_TEST(a_datagram_from_a_child_carries_the_childs_pid)
 {
 	char address[NOTIFY_ADDRESS_MAX];
 	struct notify_message m;
-	int fd = notify_open(address);
+	int fd = open_ok(address);
 	int status;
 	pid_t child;
 
-	ck_assert_int_ge(fd, 0);
 	child = fork();
 	ck_assert_int_ge(child, 0);
 	if (child == 0) {
@@ -405,12 +410,10 @@ START_TEST(receive_with_nothing_pending_is_eagain)
 	int n_fds = unit_count_fds();
 	char address[NOTIFY_ADDRESS_MAX];
 	struct notify_message m;
-	int fd = notify_open(address);
+	int fd = open_ok(address);
 
-	ck_assert_int_ge(fd, 0);
 	ck_assert_int_eq(notify_receive(fd, &m), -EAGAIN);
-	ck_assert_int_eq(close(fd), 0);
-	ck_assert_int_eq(unit_count_fds(), n_fds);
+	close_last(fd, n_fds);
 }
 END_TEST
 
@@ -418,9 +421,8 @@ START_TEST(a_malformed_datagram_is_refused_with_ebadmsg)
 {
 	char address[NOTIFY_ADDRESS_MAX];
 	struct notify_message m;
-	int fd = notify_open(address);
+	int fd = open_ok(address);
 
-	ck_assert_int_ge(fd, 0);
 	send_text(address, "READY=1\nMAINPID=abc");
 	ck_assert_int_eq(notify_receive(fd, &m), -EBADMSG);
 	/* It was consumed all the same. */
@@ -434,25 +436,22 @@ START_TEST(fds_attached_to_a_datagram_are_closed)
 	int n_fds = unit_count_fds();
 	char address[NOTIFY_ADDRESS_MAX];
 	struct notify_message m;
-	int fd = notify_open(address);
+	int fd = open_ok(address);
 	int p[2];
 
-	ck_assert_int_ge(fd, 0);
-	ck_assert(signal(SIGPIPE, SIG_IGN) != SIG_ERR);
-	ck_assert_int_eq(pipe2(p, O_CLOEXEC), 0);
+	make_pipe(p);
 	send_notify(address, "FDSTORE=1\nREADY=1", 17, &p[0], 1);
 	ck_assert_int_eq(close(p[0]), 0);
 	/* The datagram in the queue still holds the read end. */
-	ck_assert(!read_end_is_gone(p[1]));
+	ck_assert(!unit_read_end_is_gone(p[1]));
 
 	ck_assert_int_eq(notify_receive(fd, &m), 0);
 	ck_assert(m.ready);
 	ck_assert_int_eq(m.pid, getpid());
-	ck_assert(read_end_is_gone(p[1]));
+	ck_assert(unit_read_end_is_gone(p[1]));
 
 	ck_assert_int_eq(close(p[1]), 0);
-	ck_assert_int_eq(close(fd), 0);
-	ck_assert_int_eq(unit_count_fds(), n_fds);
+	close_last(fd, n_fds);
 }
 END_TEST
 
@@ -462,10 +461,9 @@ START_TEST(a_datagram_of_exactly_the_maximum_size_is_accepted)
 	char address[NOTIFY_ADDRESS_MAX];
 	char *buf = malloc(NOTIFY_MESSAGE_MAX);
 	struct notify_message m;
-	int fd = notify_open(address);
+	int fd = open_ok(address);
 
 	ck_assert_ptr_nonnull(buf);
-	ck_assert_int_ge(fd, 0);
 	/* "READY=1\nX=aaaa...": an ignored assignment pads it to the limit. */
 	memset(buf, 'a', NOTIFY_MESSAGE_MAX);
 	memcpy(buf, "READY=1\nX=", 10);
@@ -473,8 +471,7 @@ START_TEST(a_datagram_of_exactly_the_maximum_size_is_accepted)
 	ck_assert_int_eq(notify_receive(fd, &m), 0);
 	ck_assert(m.ready);
 	free(buf);
-	ck_assert_int_eq(close(fd), 0);
-	ck_assert_int_eq(unit_count_fds(), n_fds);
+	close_last(fd, n_fds);
 }
 END_TEST
 
@@ -484,13 +481,11 @@ START_TEST(a_datagram_over_the_maximum_size_is_refused_with_eproto_and_its_fd_cl
 	char address[NOTIFY_ADDRESS_MAX];
 	char *buf = malloc(NOTIFY_MESSAGE_MAX + 1);
 	struct notify_message m, before;
-	int fd = notify_open(address);
+	int fd = open_ok(address);
 	int p[2];
 
 	ck_assert_ptr_nonnull(buf);
-	ck_assert_int_ge(fd, 0);
-	ck_assert(signal(SIGPIPE, SIG_IGN) != SIG_ERR);
-	ck_assert_int_eq(pipe2(p, O_CLOEXEC), 0);
+	make_pipe(p);
 	memset(buf, 'a', NOTIFY_MESSAGE_MAX + 1);
 	memcpy(buf, "READY=1\nX=", 10);
 	send_notify(address, buf, NOTIFY_MESSAGE_MAX + 1, &p[0], 1);
@@ -500,14 +495,13 @@ START_TEST(a_datagram_over_the_maximum_size_is_refused_with_eproto_and_its_fd_cl
 	memcpy(&before, &m, sizeof(m));
 	ck_assert_int_eq(notify_receive(fd, &m), -EPROTO);
 	ck_assert(memcmp(&m, &before, sizeof(m)) == 0);
-	ck_assert(read_end_is_gone(p[1]));
+	ck_assert(unit_read_end_is_gone(p[1]));
 	/* The oversized datagram is gone, not stuck at the head of the queue. */
 	ck_assert_int_eq(notify_receive(fd, &m), -EAGAIN);
 
 	free(buf);
 	ck_assert_int_eq(close(p[1]), 0);
-	ck_assert_int_eq(close(fd), 0);
-	ck_assert_int_eq(unit_count_fds(), n_fds);
+	close_last(fd, n_fds);
 }
 END_TEST
 
@@ -516,12 +510,10 @@ START_TEST(more_fds_than_fit_are_refused_with_eproto_and_all_closed)
 	int n_fds = unit_count_fds();
 	char address[NOTIFY_ADDRESS_MAX];
 	struct notify_message m;
-	int fd = notify_open(address);
+	int fd = open_ok(address);
 	int p[2], dups[MANY_FDS];
 
-	ck_assert_int_ge(fd, 0);
-	ck_assert(signal(SIGPIPE, SIG_IGN) != SIG_ERR);
-	ck_assert_int_eq(pipe2(p, O_CLOEXEC), 0);
+	make_pipe(p);
 	for (size_t i = 0; i < MANY_FDS; i++)
 		dups[i] = p[0];
 	send_notify(address, "READY=1", 7, dups, MANY_FDS);
@@ -529,12 +521,11 @@ START_TEST(more_fds_than_fit_are_refused_with_eproto_and_all_closed)
 
 	/* Those that fit the control buffer arrive and must be closed; the kernel drops the rest. */
 	ck_assert_int_eq(notify_receive(fd, &m), -EPROTO);
-	ck_assert(read_end_is_gone(p[1]));
+	ck_assert(unit_read_end_is_gone(p[1]));
 	ck_assert_int_eq(notify_receive(fd, &m), -EAGAIN);
 
 	ck_assert_int_eq(close(p[1]), 0);
-	ck_assert_int_eq(close(fd), 0);
-	ck_assert_int_eq(unit_count_fds(), n_fds);
+	close_last(fd, n_fds);
 }
 END_TEST
 

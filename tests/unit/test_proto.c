@@ -925,6 +925,19 @@ static void close_fds(const int *fds, size_t n)
 		ck_assert_int_eq(close(fds[i]), 0);
 }
 
+/* A SEQPACKET pair sv to pass fds over, and a pipe p whose ends are the fds to pass. */
+static void open_pair_and_pipe(int sv[2], int p[2])
+{
+	seqpacket_pair(sv, 0);
+	ck_assert_int_eq(pipe2(p, O_CLOEXEC), 0);
+}
+
+static void close_pair_and_pipe(int sv[2], int p[2])
+{
+	close_fds(p, 2);
+	close_fds(sv, 2);
+}
+
 /* Sends the sample message of type with fds attached. */
 static size_t send_sample(int fd, uint16_t type, const int *fds, size_t n_fds)
 {
@@ -943,8 +956,7 @@ START_TEST(one_fd_travels_with_its_message_and_arrives_cloexec)
 	ssize_t n;
 	int len;
 
-	seqpacket_pair(sv, 0);
-	ck_assert_int_eq(pipe2(p, O_CLOEXEC), 0);
+	open_pair_and_pipe(sv, p);
 	len = proto_encode_listeners(msg, sizeof(msg), 0, 1, &l, 1);
 	ck_assert_int_gt(len, 0);
 	ck_assert_int_eq(proto_send(sv[0], msg, (size_t)len, &p[0], 1), 0);
@@ -960,8 +972,7 @@ START_TEST(one_fd_travels_with_its_message_and_arrives_cloexec)
 	ck_assert_int_eq(got[1], -1);
 
 	close_fds(got, n_got);
-	close_fds(p, 2);
-	close_fds(sv, 2);
+	close_pair_and_pipe(sv, p);
 	ck_assert_int_eq(unit_count_fds(), n_fds);
 }
 END_TEST
@@ -1062,8 +1073,7 @@ START_TEST(two_hundred_fifty_three_long_listeners_split_across_two_messages)
 		(void)snprintf(l[i].name + PROTO_NAME_MAX - 3, 4, "%03zu", i);
 		memset(l[i].address, '/', PROTO_ADDRESS_MAX);
 	}
-	seqpacket_pair(sv, 0);
-	ck_assert_int_eq(pipe2(p, O_CLOEXEC), 0);
+	open_pair_and_pipe(sv, p);
 	ck_assert_uint_eq(hand_over(sv, l, ELEMENTSOF(l), p[1], got), 2);
 	ck_assert_int_eq(unit_count_fds(), n_fds + 4 + 253);
 	for (size_t i = 0; i < ELEMENTSOF(got); i++) {
@@ -1071,8 +1081,7 @@ START_TEST(two_hundred_fifty_three_long_listeners_split_across_two_messages)
 		ck_assert(is_cloexec(got[i]));
 	}
 	close_fds(got, ELEMENTSOF(got));
-	close_fds(p, 2);
-	close_fds(sv, 2);
+	close_pair_and_pipe(sv, p);
 	ck_assert_int_eq(unit_count_fds(), n_fds);
 }
 END_TEST
@@ -1097,15 +1106,13 @@ START_TEST(a_thousand_listeners_travel_in_four_messages)
 		(void)snprintf(name, sizeof(name), "port%zu", i);
 		l[i] = listener(PROTO_KIND_TCP, name, "tcp://[::]:8080");
 	}
-	seqpacket_pair(sv, 0);
-	ck_assert_int_eq(pipe2(p, O_CLOEXEC), 0);
+	open_pair_and_pipe(sv, p);
 	ck_assert_uint_eq(hand_over(sv, l, ELEMENTSOF(l), p[0], got), 4);
 	ck_assert_int_eq(unit_count_fds(), n_fds + 4 + MANY_FDS);
 	for (size_t i = 0; i < ELEMENTSOF(got); i++)
 		ck_assert(is_cloexec(got[i]));
 	close_fds(got, ELEMENTSOF(got));
-	close_fds(p, 2);
-	close_fds(sv, 2);
+	close_pair_and_pipe(sv, p);
 	ck_assert_int_eq(unit_count_fds(), n_fds);
 }
 END_TEST
@@ -1116,8 +1123,7 @@ START_TEST(more_fds_than_max_fds_are_refused_and_all_closed)
 	size_t n_got = 99;
 	int n_fds;
 
-	seqpacket_pair(sv, 0);
-	ck_assert_int_eq(pipe2(p, O_CLOEXEC), 0);
+	open_pair_and_pipe(sv, p);
 	n_fds = unit_count_fds();
 	for (size_t i = 0; i < 3; i++)
 		sent[i] = p[0];
@@ -1137,8 +1143,7 @@ START_TEST(more_fds_than_max_fds_are_refused_and_all_closed)
 	ck_assert_int_eq(proto_recv(sv[1], rcv, sizeof(rcv), got, 2, &n_got), PROTO_HEADER_SIZE);
 	ck_assert_uint_eq(n_got, 0);
 
-	close_fds(p, 2);
-	close_fds(sv, 2);
+	close_pair_and_pipe(sv, p);
 }
 END_TEST
 
@@ -1148,8 +1153,7 @@ START_TEST(a_message_longer_than_the_buffer_is_emsgsize_and_its_fds_closed)
 	size_t n_got = 99, len;
 	int n_fds;
 
-	seqpacket_pair(sv, 0);
-	ck_assert_int_eq(pipe2(p, O_CLOEXEC), 0);
+	open_pair_and_pipe(sv, p);
 	n_fds = unit_count_fds();
 	sent[0] = p[0];
 	sent[1] = p[1];
@@ -1163,8 +1167,7 @@ START_TEST(a_message_longer_than_the_buffer_is_emsgsize_and_its_fds_closed)
 	ck_assert_int_eq(proto_recv(sv[1], rcv, sizeof(rcv), got, 2, &n_got), PROTO_HEADER_SIZE);
 	ck_assert_int_eq(decode_as(PROTO_DRAINED, rcv, PROTO_HEADER_SIZE), 0);
 
-	close_fds(p, 2);
-	close_fds(sv, 2);
+	close_pair_and_pipe(sv, p);
 }
 END_TEST
 
@@ -1174,15 +1177,13 @@ START_TEST(credentials_in_the_control_data_are_refused_and_fds_closed)
 	size_t n_got;
 	int one = 1, n_fds;
 
-	seqpacket_pair(sv, 0);
-	ck_assert_int_eq(pipe2(p, O_CLOEXEC), 0);
+	open_pair_and_pipe(sv, p);
 	n_fds = unit_count_fds();
 	ck_assert_int_eq(setsockopt(sv[1], SOL_SOCKET, SO_PASSCRED, &one, sizeof(one)), 0);
 	send_sample(sv[0], PROTO_LISTENERS, p, 1);
 	ck_assert_int_eq(proto_recv(sv[1], rcv, sizeof(rcv), got, 2, &n_got), -EPROTO);
 	ck_assert_int_eq(unit_count_fds(), n_fds);
-	close_fds(p, 2);
-	close_fds(sv, 2);
+	close_pair_and_pipe(sv, p);
 }
 END_TEST
 
@@ -1234,8 +1235,7 @@ START_TEST(an_empty_record_with_fds_reads_as_a_close_and_its_fds_are_closed)
 	size_t n_got = 99;
 	int n_fds;
 
-	seqpacket_pair(sv, 0);
-	ck_assert_int_eq(pipe2(p, O_CLOEXEC), 0);
+	open_pair_and_pipe(sv, p);
 	n_fds = unit_count_fds();
 	c->cmsg_level = SOL_SOCKET;
 	c->cmsg_type = SCM_RIGHTS;
@@ -1245,8 +1245,7 @@ START_TEST(an_empty_record_with_fds_reads_as_a_close_and_its_fds_are_closed)
 	ck_assert_int_eq(proto_recv(sv[1], rcv, sizeof(rcv), got, 1, &n_got), 0);
 	ck_assert_uint_eq(n_got, 0);
 	ck_assert_int_eq(unit_count_fds(), n_fds);
-	close_fds(p, 2);
-	close_fds(sv, 2);
+	close_pair_and_pipe(sv, p);
 }
 END_TEST
 
@@ -1324,8 +1323,7 @@ START_TEST(send_refuses_empty_oversized_and_too_many_fds)
 	ck_assert_int_eq(proto_recv(sv[1], rcv, sizeof(rcv), NULL, 0, NULL), -EAGAIN);
 	/* The kernel's maximum itself is fine. */
 	ck_assert_int_eq(proto_send(sv[0], msg, 1, fds, PROTO_MAX_FDS_PER_MESSAGE), 0);
-	close_fds(p, 2);
-	close_fds(sv, 2);
+	close_pair_and_pipe(sv, p);
 	ck_assert_int_eq(unit_count_fds(), n_fds);
 }
 END_TEST

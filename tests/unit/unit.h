@@ -2,6 +2,8 @@
 /* unit.h - the Check suites of batond's modules, one per module, run by unit_main.c. */
 #pragma once
 
+#include <stdbool.h>
+
 #include <check.h>
 
 #define UNIT_TIMEOUT_SEC 30 /* per test case; generous for a busy 2-core CI machine */
@@ -19,3 +21,10 @@ Suite *baton_suite(void);
 
 /* Number of open fds of this process, from /proc/self/fd; tests compare it before and after. */
 int unit_count_fds(void);
+
+/*
+ * True once no open file description refers to a pipe's read end any more: a write to
+ * write_end then fails with EPIPE. The caller ignores SIGPIPE. While the read end is open, this
+ * writes one byte into the pipe.
+ */
+bool unit_read_end_is_gone(int write_end);

@@ -2,21 +2,7 @@
 /* unit_main.c - runs every unit suite in Check's fork mode, so a crash fails one test only. */
 #include "unit.h"
 
-#include <dirent.h>
 #include <stdlib.h>
-
-int unit_count_fds(void)
-{
-	DIR *d = opendir("/proc/self/fd");
-	int n = 0;
-
-	if (!d)
-		return -1;
-	while (readdir(d))
-		n++;
-	(void)closedir(d);
-	return n;
-}
 
 int main(void)
 {
