@@ -10,8 +10,8 @@ import sys
 import tempfile
 import textwrap
 
-from harness import (Batond, Load, TestFailure, alive, check, children_of, http_get, serving_pid,
-                     wait_for)
+from harness import (Batond, Load, TestFailure, alive, broken_while, check, children_of, free_port,
+                     http_get, read_all, reload_and_wait, serving_pid, socket_inodes, wait_for)
 
 PYTHON = sys.executable
 RELOADS = 20
@@ -167,13 +167,6 @@ SERVER = textwrap.dedent(r'''
 ''')
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
 
 def start(args, command, ready=True):
     """Batond with args/command built by the given functions of a free port; returns (b, port)."""
@@ -202,13 +195,6 @@ def server_script(d):
     return path
 
 
-def reload_and_wait(b, gen):
-    mark = b.mark()
-    b.signal(signal.SIGHUP)
-    m, _ = b.wait_log(rf"generation {gen}: .*reload done|reload to generation {gen} failed",
-                      start=mark)
-    return "done" if "reload done" in m.group(0) else "failed"
-
 
 def reloads_under_load(b, target, n_workers, reloads=RELOADS):
     """Reloads while loadgen runs; checks each replaced every worker; returns the load."""
@@ -229,17 +215,6 @@ def reloads_under_load(b, target, n_workers, reloads=RELOADS):
     finally:
         load.kill()
 
-
-def socket_inodes(pid):
-    out = {}
-    for fd in os.listdir(f"/proc/{pid}/fd"):
-        try:
-            m = re.match(r"socket:\[(\d+)\]", os.readlink(f"/proc/{pid}/fd/{fd}"))
-        except OSError:
-            continue
-        if m:
-            out[int(fd)] = int(m.group(1))
-    return out
 
 
 def fd_flags(pid, fd):
@@ -327,8 +302,8 @@ def test_preload_wrapped_server_that_fails_to_start_is_rolled_back_with_zero_fai
         script = server_script(d)
         flag = os.path.join(d, "broken")
         b, port = start(lambda p: ["-l", f"127.0.0.1:{p}", "-n", "2", "--preload"],
-                        lambda p: ["/bin/sh", "-c", f'test -e {flag} && exit 1; exec "$0" "$@"',
-                                   PYTHON, script, f"tcp:127.0.0.1:{p}"])
+                        lambda p: broken_while(flag, "exit 1",
+                                               [PYTHON, script, f"tcp:127.0.0.1:{p}"]))
         try:
             old = set(b.workers())
             load = Load(f"127.0.0.1:{port}", duration="300s", threads=LOAD_THREADS)
@@ -718,9 +693,7 @@ def drain_takes_nothing_new_and_finishes_what_it_holds(script_text, args):
             check(seen == new, f"replies from {seen} while {old} drained; new {new}")
             check(alive(old), "the draining worker left before its held request was answered")
             held.sendall(b"\r\n")
-            reply = b""
-            while chunk := held.recv(4096):
-                reply += chunk
+            reply = read_all(held)
             check(reply.startswith(b"HTTP/1.") and f"pid={old}".encode() in reply,
                   f"held request: {reply!r}")
             b.wait_log(rf"worker 0 \(pid {old}\): exited with status 0")
