@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: MIT
-"""workerlib.py - the serving loop of the tests' small worker scripts (stdlib only).
+"""workerlib.py - the serving loop and configuration file of the tests' small worker scripts.
 
 One connection at a time. On the drain signal the worker finishes the connection in hand and
 exits without accepting again, leaving anything queued to whoever else holds the listener.
@@ -8,6 +8,17 @@ import os
 import select
 import signal
 import socket
+import sys
+
+
+def configured_mode(path, prog, modes=("serve",)):
+    """The one word in the configuration file path. Any word not in modes is refused as a server
+    refuses a broken configuration: a message on stderr and exit status 1."""
+    with open(path) as f:
+        word = f.read().strip()
+    if word not in modes:
+        sys.exit(f"{prog}: {path}: bad configuration {word!r}, refusing to start")
+    return word
 
 
 class _Stop(Exception):
