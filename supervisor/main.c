@@ -94,6 +94,7 @@ struct batond {
 	/* einhorn's command socket (--pass einhorn): workers send worker:ack there. */
 	struct control *einhorn;
 	char einhorn_path[108];
+	char einhorn_dir[32]; /* the private directory of einhorn_path, removed at exit; or "" */
 
 	/* batonctl: the control socket and what status reports about reloads. */
 	struct control *control;
@@ -1695,8 +1696,11 @@ static int einhorn_open(struct batond *b)
 
 	if (!(b->cfg.pass & SPAWN_PASS_EINHORN))
 		return 0;
-	/* Beside the control socket; a private directory of our own if there is none. */
-	if (b->control_path[0]) {
+	/*
+	 * Beside the control socket; a private directory of our own if there is none, or if it
+	 * could not be bound (its path may be another batond's, and so would ours be).
+	 */
+	if (b->control && b->control_path[0]) {
 		r = snprintf(b->einhorn_path, sizeof(b->einhorn_path), "%s.einhorn",
 			     b->control_path);
 		if (r < 0 || (size_t)r >= sizeof(b->einhorn_path))
@@ -1707,6 +1711,8 @@ static int einhorn_open(struct batond *b)
 
 		if (!mkdtemp(dir))
 			return log_error_errno(-errno, "einhorn socket directory");
+		_Static_assert(sizeof(dir) <= sizeof(b->einhorn_dir), "einhorn_dir too small");
+		strcpy(b->einhorn_dir, dir);
 		(void)snprintf(b->einhorn_path, sizeof(b->einhorn_path), "%s/sock", dir);
 	}
 	r = control_new(b->event, b->einhorn_path, -1, on_einhorn, b, &b->einhorn);
@@ -1950,6 +1956,9 @@ static void batond_done(struct batond *b)
 		(void)unlink(b->cfg.pid_file);
 	b->control = control_free(b->control, false);
 	b->einhorn = control_free(b->einhorn, false);
+	if (b->einhorn_dir[0] && rmdir(b->einhorn_dir) < 0)
+		log_warning_errno(-errno, "remove einhorn socket directory %s, ignoring",
+				  b->einhorn_dir);
 	b->timer = sd_event_source_unref(b->timer);
 	b->stop_timer = sd_event_source_unref(b->stop_timer);
 	b->ready_poll = sd_event_source_unref(b->ready_poll);

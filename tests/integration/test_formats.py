@@ -293,6 +293,36 @@ def test_einhorn_worker_refusing_to_start_or_never_acking_keeps_the_old_generati
             b.cleanup()
 
 
+def worker_env(pid):
+    with open(f"/proc/{pid}/environ", "rb") as f:
+        return dict(kv.split(b"=", 1) for kv in f.read().split(b"\0") if b"=" in kv)
+
+
+def test_einhorn_socket_of_a_batond_without_its_control_socket_is_private():
+    # Two batonds of one --name: the second cannot bind the default control socket, so its
+    # einhorn socket must not be put beside that path, which is the first one's.
+    name = f"formats-einhorn-{os.getpid()}"
+    args = ["--name", name, "-l", "127.0.0.1:0", "--pass", "einhorn", "--ready", "einhorn-ack",
+            "--ready-timeout", EINHORN_READY_TIMEOUT]
+    first = Batond(args, [sys.executable, EINHORN_WORKER])
+    second = None
+    try:
+        first.wait_log(r"generation 1: 1/1 workers ready")
+        second = Batond(args, [sys.executable, EINHORN_WORKER])
+        second.wait_log(r"control socket .*: Address already in use")
+        second.wait_log(r"generation 1: 1/1 workers ready")
+        sock = worker_env(second.workers()[0])[b"EINHORN_SOCK_PATH"].decode()
+        check(sock != worker_env(first.workers()[0])[b"EINHORN_SOCK_PATH"].decode() and
+              sock.startswith("/tmp/baton-einhorn."), f"EINHORN_SOCK_PATH {sock}")
+        second.signal(signal.SIGTERM)
+        check(second.wait_exit() == 0, "exit status")
+        check(not os.path.exists(os.path.dirname(sock)), f"{os.path.dirname(sock)} was left")
+    finally:
+        if second:
+            second.cleanup()
+        first.cleanup()
+
+
 def test_einhorn_worker_refuses_a_master_that_is_not_its_parent():
     # The worker checks EINHORN_MASTER_PID against its parent: batond must be that parent.
     with tempfile.TemporaryDirectory() as d:
