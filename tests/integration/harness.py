@@ -102,7 +102,7 @@ class Batond(StderrReader):
         e.pop("LISTEN_FDS", None)
         if env:
             e.update(env)
-        self.known = set()
+        self.known = {}  # pid: its start time, for cleanup; see remember()
         # prefix: a launcher that execs batond in place (same pid), e.g. systemd-socket-activate.
         self._start_reader(subprocess.Popen(
             list(prefix) + [batond or bin_path("batond")] + args + ["--"] + command,
@@ -141,11 +141,19 @@ class Batond(StderrReader):
     def workers(self):
         """Direct children that are alive: the worker processes."""
         pids = [p for p in children_of(self.pid) if alive(p) and ppid(p) == self.pid]
-        self.known.update(pids)
+        self.remember(pids)
         return sorted(pids)
 
+    def remember(self, pids):
+        """Records pids (with their start times) for cleanup: a pid that has since exited and
+        been reused by someone else's process is then left alone."""
+        for p in pids:
+            t = start_time(p)
+            if t is not None:
+                self.known.setdefault(p, t)
+
     def signal(self, sig):
-        self.known.update(children_of(self.pid))
+        self.remember(children_of(self.pid))
         os.kill(self.pid, sig)
 
     def wait_exit(self, timeout=DEADLINE):
@@ -162,9 +170,11 @@ class Batond(StderrReader):
                 self.proc.send_signal(signal.SIGSTOP)
             except ProcessLookupError:
                 pass
-        pids = set(children_of(self.pid)) | self.known
+        self.remember(children_of(self.pid))
         mine = os.getpgrp()
-        for p in pids:
+        for p, t in self.known.items():
+            if start_time(p) != t:
+                continue  # gone, and perhaps the number of another process by now
             try:
                 # A worker leads its own group: kill the group at once, so that a server's
                 # master cannot start a replacement child between two kills.
@@ -235,6 +245,16 @@ def broken_while(flag, action, command):
     """command run by a shell that does action instead (exit 1, exec sleep 600) while the
     file flag exists: a generation that a test breaks by creating the file."""
     return ["/bin/sh", "-c", f'test -e {flag} && {action}; exec "$0" "$@"', *command]
+
+
+def start_time(pid):
+    """When pid started (clock ticks since boot, /proc/PID/stat field 22), or None if gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read()
+        return int(stat[stat.rindex(")") + 2:].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def ppid(pid):

@@ -235,7 +235,7 @@ def kill_all(b):
 def tree(b):
     """Every live process under batond (its workers and theirs), remembered for cleanup."""
     pids = {p for p in children_of(b.pid) if alive(p)}
-    b.known.update(pids)
+    b.remember(pids)
     return pids
 
 
