@@ -879,12 +879,12 @@ int baton_listener_pending(int fd, unsigned *ret_queued, unsigned *ret_half_open
 	return 0;
 }
 
-/* accept() errors that concern one connection only: Linux reports its network errors there. */
-static bool accept_error_is_transient(int error)
+int baton_accept_error_is_transient(int error)
 {
-	switch (error) {
+	switch (error < 0 ? -error : error) {
 	case EINTR:
 	case ECONNABORTED:
+	/* Linux reports a pending network error of the new connection on accept(). */
 	case EPROTO:
 	case ENOPROTOOPT:
 	case EHOSTDOWN:
@@ -894,9 +894,9 @@ static bool accept_error_is_transient(int error)
 	case ENETDOWN:
 	case ENETUNREACH:
 	case EPERM: /* a firewall rule refused it */
-		return true;
+		return 1;
 	default:
-		return false;
+		return 0;
 	}
 }
 
@@ -910,7 +910,7 @@ static int accept_all(int fd, int (*accept_cb)(int conn_fd, void *userdata), voi
 		if (c < 0) {
 			if (errno == EAGAIN)
 				return 0;
-			if (accept_error_is_transient(errno))
+			if (baton_accept_error_is_transient(errno))
 				continue;
 			return -errno;
 		}

@@ -158,6 +158,16 @@ int baton_drain_signal(const struct baton *b);
 int baton_drained(struct baton *b);
 
 /*
+ * 1 when accept()'s error concerns one connection only, so the caller should accept again:
+ * EINTR, ECONNABORTED, and the network errors Linux reports of a new connection on accept()
+ * (EPROTO, ENOPROTOOPT, EHOSTDOWN, ENONET, EHOSTUNREACH, EOPNOTSUPP, ENETDOWN, ENETUNREACH,
+ * EPERM from a firewall rule); 0 for everything else, EAGAIN included (the queue is
+ * empty) and EMFILE, ENFILE, ENOBUFS, ENOMEM (retrying at once would spin). error is an errno
+ * value, positive or negative.
+ */
+int baton_accept_error_is_transient(int error);
+
+/*
  * The two-stage close of a listener the program owns alone (one it bound itself, or one
  * systemd passed that it means to stop for good), for any server, with or without batond. Not
  * for a listener batond hands out: batond holds it for life and closes it in two stages itself.

@@ -1240,6 +1240,33 @@ START_TEST(shutdown_without_a_callback_waits_and_times_out_with_what_is_left)
 }
 END_TEST
 
+START_TEST(accept_errors_of_one_connection_are_transient_and_the_rest_are_not)
+{
+	static const int transient[] = { EINTR,	    ECONNABORTED, EPROTO,	ENOPROTOOPT,
+					 EHOSTDOWN, ENONET,	  EHOSTUNREACH, EOPNOTSUPP,
+					 ENETDOWN,  ENETUNREACH,  EPERM };
+	static const int lasting[] = { 0, EAGAIN, EMFILE, ENFILE, ENOBUFS, ENOMEM, EBADF, EINVAL };
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+
+	for (size_t i = 0; i < sizeof(transient) / sizeof(transient[0]); i++) {
+		ck_assert_int_eq(baton_accept_error_is_transient(transient[i]), 1);
+		ck_assert_int_eq(baton_accept_error_is_transient(-transient[i]), 1);
+	}
+	for (size_t i = 0; i < sizeof(lasting) / sizeof(lasting[0]); i++)
+		ck_assert_int_eq(baton_accept_error_is_transient(lasting[i]), 0);
+
+	/* What the kernel really says: a socket that does not listen, then an empty queue. */
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_lt(accept4(fd, NULL, NULL, SOCK_CLOEXEC), 0);
+	ck_assert_int_eq(baton_accept_error_is_transient(errno), 0);
+	ck_assert_int_eq(listen(fd, 1), 0);
+	ck_assert_int_lt(accept4(fd, NULL, NULL, SOCK_CLOEXEC), 0);
+	ck_assert_int_eq(errno, EAGAIN);
+	ck_assert_int_eq(baton_accept_error_is_transient(errno), 0);
+	ck_assert_int_eq(close(fd), 0);
+}
+END_TEST
+
 Suite *baton_suite(void)
 {
 	Suite *s = suite_create("baton");
@@ -1282,6 +1309,7 @@ Suite *baton_suite(void)
 	tcase_add_test(tc, what_is_not_a_listener_is_refused);
 	tcase_add_test(tc, shutdown_hands_every_queued_connection_to_the_callback);
 	tcase_add_test(tc, shutdown_without_a_callback_waits_and_times_out_with_what_is_left);
+	tcase_add_test(tc, accept_errors_of_one_connection_are_transient_and_the_rest_are_not);
 	suite_add_tcase(s, tc);
 	return s;
 }

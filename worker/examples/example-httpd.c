@@ -1032,27 +1032,13 @@ static void on_accept(struct httpd *h, struct listener *l)
 			return;
 		fd = accept4(l->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
 		if (fd < 0) {
-			switch (errno) {
-			case EAGAIN:
+			if (errno == EAGAIN)
 				return; /* queue empty, or another worker took it */
-			case EINTR:
-			case ECONNABORTED:
-			/* Linux reports a pending network error of the new connection on accept(). */
-			case EPROTO:
-			case ENOPROTOOPT:
-			case EHOSTDOWN:
-			case ENONET:
-			case EHOSTUNREACH:
-			case EOPNOTSUPP:
-			case ENETDOWN:
-			case ENETUNREACH:
-			case EPERM: /* a firewall rule refused it */
+			if (baton_accept_error_is_transient(errno))
 				continue;
-			default:
-				/* EMFILE, ENFILE, ENOBUFS, ENOMEM; and anything unexpected, so as not to spin. */
-				accept_pause(h, -errno);
-				return;
-			}
+			/* EMFILE, ENFILE, ENOBUFS, ENOMEM; and anything unexpected, so as not to spin. */
+			accept_pause(h, -errno);
+			return;
 		}
 		/* A reply is one small write: never let Nagle hold it for the client's ACK. */
 		if (l->tcp)
