@@ -188,6 +188,14 @@ def start(args, command, ready=True):
     raise TestFailure(f"address in use {PORT_TRIES} times; last log:\n{log}")
 
 
+def port_open(port):
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=5).close()
+        return True
+    except OSError:
+        return False
+
+
 def server_script(d):
     path = os.path.join(d, "server.py")
     with open(path, "w") as f:
@@ -274,6 +282,70 @@ def test_preload_http_server_module_reloads_twenty_times_under_load_with_zero_fa
                   >= 2 * RELOADS, f"old workers did not exit 0:\n{b.log()}")
             b.signal(signal.SIGTERM)
             check(b.wait_exit() == 0, "batond did not exit 0 after SIGTERM")
+        finally:
+            b.cleanup()
+
+
+def test_preload_http_server_module_with_broken_arguments_keeps_the_old_generation():
+    """python3 -m http.server, its arguments read from a file the test rewrites between reloads
+    (its "configuration"): a bad port makes it exit 2, and another port makes it serve a socket
+    batond does not hold, so --ready listening never sees it wait on batond's: both new
+    generations are rolled back, the old one serves through both with 0 failed."""
+    with tempfile.TemporaryDirectory() as d:
+        argsfile = os.path.join(d, "args")
+        with open(os.path.join(d, "index.html"), "w") as f:
+            f.write("hello from http.server\n")
+
+        def configure(*ports):
+            # One line per worker (BATON_WORKER): two servers on one port of their own would
+            # collide, and the second would exit instead of waiting to be timed out.
+            with open(argsfile, "w") as f:
+                for p in ports * 2 if len(ports) == 1 else ports:
+                    f.write(f"--bind 127.0.0.1 --directory {d} {p}\n")
+
+        def command(port):
+            configure(port)
+            return ["/bin/sh", "-c",
+                    'exec "$0" -m http.server $(sed -n "$((BATON_WORKER + 1))p" "$1")',
+                    PYTHON, argsfile]
+
+        b, port = start(lambda p: ["-l", f"127.0.0.1:{p}", "-n", "2", "--preload",
+                                   "--ready", "listening", "--ready-timeout", "5s",
+                                   "--drain-timeout", "20s"], command)
+        try:
+            old = set(b.workers())
+            check(len(old) == 2, f"workers: {old}")
+            load = Load(f"127.0.0.1:{port}", duration="300s", threads=LOAD_THREADS)
+            try:
+                configure("not-a-port")
+                check(reload_and_wait(b, 2) == "failed", f"bad port was kept:\n{b.log()}")
+                b.wait_log(r"generation 2: all workers exited")
+                check(set(b.workers()) == old, f"old workers changed: {old} -> {b.workers()}")
+
+                others = (free_port(), free_port())
+                configure(*others)
+                check(reload_and_wait(b, 3) == "failed",
+                      f"a server on another port was taken as ready:\n{b.log()}")
+                check(re.search(r"reload to generation 3 failed: worker \d \(pid \d+\) was not "
+                                r"ready in time", b.log()), f"not a ready timeout:\n{b.log()}")
+                b.wait_log(r"generation 3: all workers exited")
+                check(set(b.workers()) == old, f"old workers changed: {old} -> {b.workers()}")
+                check(http_get(f"tcp://127.0.0.1:{port}") == "hello from http.server\n",
+                      "reply from the old generation")
+                # Killed, not left serving its own port.
+                wait_for(lambda: not any(port_open(p) for p in others), f"{others} to close")
+
+                configure(port)
+                check(reload_and_wait(b, 4) == "done", f"the next reload failed:\n{b.log()}")
+                wait_for(lambda: not any(alive(p) for p in old), "the old generation to exit")
+                check(not (set(b.workers()) & old), f"not replaced: {old} -> {b.workers()}")
+                load.proc.send_signal(signal.SIGINT)
+                res = load.result()
+            finally:
+                load.kill()
+            print(f"  python3 -m http.server, two refused generations under load: {res}")
+            check(res["ok"] > 0 and res["failed"] == 0, f"load: {res}")
+            check(http_get(f"tcp://127.0.0.1:{port}") == "hello from http.server\n", "reply")
         finally:
             b.cleanup()
 
