@@ -294,6 +294,16 @@ static int usage_error(const char *fmt, ...)
 	return -EINVAL;
 }
 
+/* --NAME DURATION into *ret; a usage error otherwise. */
+static int duration_option(const char *name, const char *arg, uint64_t *ret)
+{
+	if (duration_parse(arg, ret) < 0)
+		return usage_error(
+			"invalid --%s '%s': expected a duration such as 500ms, 30s or 2m", name,
+			arg);
+	return 0;
+}
+
 int config_parse(int argc, char **argv, struct config *c)
 {
 	enum {
@@ -456,10 +466,10 @@ int config_parse(int argc, char **argv, struct config *c)
 						   optarg);
 			break;
 		case OPT_READY_TIMEOUT:
-			if (duration_parse(optarg, &c->rollout.ready_timeout_usec) < 0)
-				return usage_error("invalid --ready-timeout '%s': expected a "
-						   "duration such as 500ms, 30s or 2m",
-						   optarg);
+			r = duration_option("ready-timeout", optarg,
+					    &c->rollout.ready_timeout_usec);
+			if (r < 0)
+				return r;
 			break;
 		case OPT_DRAIN_SIGNAL:
 			r = config_parse_signal(optarg);
@@ -471,10 +481,10 @@ int config_parse(int argc, char **argv, struct config *c)
 			drain_signal_given = true;
 			break;
 		case OPT_DRAIN_TIMEOUT:
-			if (duration_parse(optarg, &c->rollout.drain_timeout_usec) < 0)
-				return usage_error("invalid --drain-timeout '%s': expected a "
-						   "duration such as 500ms, 30s or 2m",
-						   optarg);
+			r = duration_option("drain-timeout", optarg,
+					    &c->rollout.drain_timeout_usec);
+			if (r < 0)
+				return r;
 			break;
 		case OPT_STOP_MODE:
 			if (strcmp(optarg, "graceful") == 0)
@@ -487,10 +497,9 @@ int config_parse(int argc, char **argv, struct config *c)
 						   optarg);
 			break;
 		case OPT_STOP_TIMEOUT:
-			if (duration_parse(optarg, &c->stop_timeout_usec) < 0)
-				return usage_error("invalid --stop-timeout '%s': expected a "
-						   "duration such as 500ms, 30s or 2m",
-						   optarg);
+			r = duration_option("stop-timeout", optarg, &c->stop_timeout_usec);
+			if (r < 0)
+				return r;
 			break;
 		case OPT_PRELOAD:
 			r = config_find_preload(optarg, c->preload, sizeof(c->preload));

@@ -1832,6 +1832,19 @@ static int bind_all(struct batond *b)
 	return 0;
 }
 
+/* A CLOCK_MONOTONIC timer source, created disabled, armed later by whoever needs it. */
+static int add_off_timer(struct batond *b, sd_event_source **ret, uint64_t accuracy_usec,
+			 sd_event_time_handler_t callback, const char *what)
+{
+	int r = sd_event_add_time(b->event, ret, CLOCK_MONOTONIC, UINT64_MAX, accuracy_usec,
+				  callback, b);
+
+	if (r < 0)
+		return log_error_errno(r, "create %s", what);
+	(void)sd_event_source_set_enabled(*ret, SD_EVENT_OFF);
+	return 0;
+}
+
 static int run(struct batond *b)
 {
 	int r;
@@ -1856,31 +1869,24 @@ static int run(struct batond *b)
 	if (r < 0)
 		return log_error_errno(r, "watch notify socket %s", b->notify_address);
 	/* Accuracy 1us: deadlines are short (ready, drain), and the default slack is 250 ms. */
-	r = sd_event_add_time(b->event, &b->timer, CLOCK_MONOTONIC, UINT64_MAX, 1, on_timer, b);
+	r = add_off_timer(b, &b->timer, 1, on_timer, "timer");
 	if (r < 0)
-		return log_error_errno(r, "create timer");
-	(void)sd_event_source_set_enabled(b->timer, SD_EVENT_OFF);
-	r = sd_event_add_time(b->event, &b->ready_poll, CLOCK_MONOTONIC, UINT64_MAX, 1000,
-			      on_ready_poll, b);
+		return r;
+	r = add_off_timer(b, &b->ready_poll, 1000, on_ready_poll, "readiness poll timer");
 	if (r < 0)
-		return log_error_errno(r, "create readiness poll timer");
-	(void)sd_event_source_set_enabled(b->ready_poll, SD_EVENT_OFF);
+		return r;
 	for (size_t i = 0; i < b->cfg.n_listeners; i++) {
 		struct stat st;
 
 		if (fstat(b->cfg.listeners[i].fd, &st) == 0)
 			b->listen_inodes[i] = st.st_ino;
 	}
-	r = sd_event_add_time(b->event, &b->retire_timer, CLOCK_MONOTONIC, UINT64_MAX, 1000,
-			      on_retire_timer, b);
+	r = add_off_timer(b, &b->retire_timer, 1000, on_retire_timer, "retire timer");
 	if (r < 0)
-		return log_error_errno(r, "create retire timer");
-	(void)sd_event_source_set_enabled(b->retire_timer, SD_EVENT_OFF);
-	r = sd_event_add_time(b->event, &b->stop_timer, CLOCK_MONOTONIC, UINT64_MAX, 1000,
-			      on_stop_timer, b);
+		return r;
+	r = add_off_timer(b, &b->stop_timer, 1000, on_stop_timer, "stop timer");
 	if (r < 0)
-		return log_error_errno(r, "create stop timer");
-	(void)sd_event_source_set_enabled(b->stop_timer, SD_EVENT_OFF);
+		return r;
 
 	r = control_open(b);
 	if (r < 0)
