@@ -204,8 +204,17 @@ def server_script(d):
 
 
 
-def reloads_under_load(b, target, n_workers, reloads=RELOADS):
-    """Reloads while loadgen runs; checks each replaced every worker; returns the load."""
+def reloads_under_load(b, target, n_workers, what, reloads=RELOADS):
+    """Reloads while loadgen runs; checks that each replaced every worker and that no request
+    failed; prints and returns the load's result."""
+    res = _reloads(b, target, n_workers, reloads)
+    print(f"  {what}, {reloads} reloads under load: {res}")
+    check(res["ok"] > 0, f"no request succeeded: {res}")
+    check(res["failed"] == 0, f"{res['failed']} failed requests over {reloads} reloads")
+    return res
+
+
+def _reloads(b, target, n_workers, reloads):
     load = Load(target, duration="300s", threads=LOAD_THREADS)
     try:
         wait_for(lambda: len(b.workers()) == n_workers, f"{n_workers} workers")
@@ -273,10 +282,7 @@ def test_preload_http_server_module_reloads_twenty_times_under_load_with_zero_fa
                                    "--directory", d, str(p)])
         try:
             check(http_get(f"tcp://127.0.0.1:{port}") == "hello from http.server\n", "reply")
-            res = reloads_under_load(b, f"127.0.0.1:{port}", 2)
-            print(f"  python3 -m http.server, {RELOADS} reloads under load: {res}")
-            check(res["ok"] > 0, f"no request succeeded: {res}")
-            check(res["failed"] == 0, f"{res['failed']} failed requests over {RELOADS} reloads")
+            reloads_under_load(b, f"127.0.0.1:{port}", 2, "python3 -m http.server")
             # Drained by the shim, not killed: every old worker exited 0.
             check(len(re.findall(r"worker \d+ \(pid \d+\): exited with status 0", b.log()))
                   >= 2 * RELOADS, f"old workers did not exit 0:\n{b.log()}")
@@ -357,10 +363,7 @@ def test_preload_server_with_a_drain_loses_nothing_over_twenty_reloads():
                                    "--drain-timeout", "20s"],
                         lambda p: [PYTHON, script, f"tcp:127.0.0.1:{p}"])
         try:
-            res = reloads_under_load(b, f"127.0.0.1:{port}", 2)
-            print(f"  drain-capable server, {RELOADS} reloads under load: {res}")
-            check(res["ok"] > 0, f"no request succeeded: {res}")
-            check(res["failed"] == 0, f"{res['failed']} failed requests over {RELOADS} reloads")
+            res = reloads_under_load(b, f"127.0.0.1:{port}", 2, "drain-capable server")
             check(res["pids"] > 2, f"replies came from only {res['pids']} pids")
             b.signal(signal.SIGTERM)
             check(b.wait_exit() == 0, "batond did not exit 0 after SIGTERM")
@@ -581,8 +584,7 @@ def test_preload_server_that_forks_its_workers_after_binding_is_ready_and_reload
                 children_of(parent)), "3 children"))
             seen = {int(body_of(f"tcp://127.0.0.1:{port}")["pid"]) for _ in range(30)}
             check(seen and seen <= kids, f"replies from {seen}, children {kids}")
-            res = reloads_under_load(b, f"127.0.0.1:{port}", 1, reloads=5)
-            check(res["ok"] > 0 and res["failed"] == 0, f"load: {res}")
+            reloads_under_load(b, f"127.0.0.1:{port}", 1, "pre-forking server", reloads=5)
             check(not (set(children_of(b.pid)) & kids), "a child of generation 1 outlived it")
         finally:
             b.cleanup()
@@ -622,9 +624,7 @@ def test_preload_drains_an_epoll_server_that_has_no_drain_with_requests_in_fligh
                                    "--ready", "listening", "--drain-timeout", "20s"],
                         lambda p: [PYTHON, script, "127.0.0.1", str(p)])
         try:
-            res = reloads_under_load(b, f"127.0.0.1:{port}", 2, reloads=10)
-            print(f"  asyncio server, 10 reloads under load: {res}")
-            check(res["ok"] > 0 and res["failed"] == 0, f"load: {res}")
+            res = reloads_under_load(b, f"127.0.0.1:{port}", 2, "asyncio server", reloads=10)
             check(res["pids"] > 2, f"replies came from only {res['pids']} pids")
             check(b.count(r"worker \d+ \(pid \d+\): exited with status 0") >= 2 * 10,
                   f"old workers were not drained:\n{b.log()}")
@@ -718,9 +718,8 @@ def test_preload_drains_a_server_that_took_listen_fds_itself_with_zero_failed():
                                    "--drain-timeout", "20s"],
                         lambda p: [PYTHON, script])
         try:
-            res = reloads_under_load(b, f"127.0.0.1:{port}", 2, reloads=5)
-            print(f"  LISTEN_FDS server without a drain, 5 reloads under load: {res}")
-            check(res["ok"] > 0 and res["failed"] == 0, f"load: {res}")
+            reloads_under_load(b, f"127.0.0.1:{port}", 2, "LISTEN_FDS server without a drain",
+                               reloads=5)
             check(b.count(r"worker \d+ \(pid \d+\): exited with status 0") >= 2 * 5,
                   f"old workers were not drained:\n{b.log()}")
         finally:
