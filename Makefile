@@ -28,17 +28,16 @@ WARN	:= -Wall -Wextra -Wshadow -Wformat=2 -Wformat-security -Wstrict-prototypes 
 	   -Wimplicit-fallthrough -Wvla -Wcast-align -Wwrite-strings -Werror
 CFLAGS	?= $(OPT)
 ALL_CFLAGS := -std=c17 -D_GNU_SOURCE -DBATON_VERSION='"$(VERSION)"' -DBATON_LIBDIR='"$(PREFIX)/lib/baton"' $(WARN) $(SAN) \
-	   -fstack-protector-strong -fPIC -Iproto $(CFLAGS)
+	   -fstack-protector-strong -fPIC -Icommon -Iproto $(CFLAGS)
 LDLIBS_SD   = $(shell $(PKG_CONFIG) --libs libsystemd 2>/dev/null)
 CFLAGS_SD   = $(shell $(PKG_CONFIG) --cflags libsystemd 2>/dev/null)
 LDLIBS_CHK  = $(shell $(PKG_CONFIG) --libs check 2>/dev/null)
 CFLAGS_CHK  = $(shell $(PKG_CONFIG) --cflags check 2>/dev/null)
 
-PROTO_SRC	:= proto/duration.c proto/fdpass.c proto/lclose.c proto/proto.c proto/sockaddr.c
-SUPERVISOR_LIB	:= supervisor/config.c supervisor/drain.c supervisor/listener.c supervisor/log.c \
-		   supervisor/sysd.c supervisor/upgrade.c supervisor/control.c supervisor/listening.c \
-		   supervisor/notify.c supervisor/rollout.c supervisor/spawn.c \
-		   supervisor/channel.c supervisor/fdsock.c
+PROTO_SRC	:= proto/fdpass.c proto/proto.c
+COMMON_SRC	:= common/duration.c common/listen_close.c common/sockaddr.c
+# Every supervisor/ module but the two programs' own main files: a new room needs no edit here.
+SUPERVISOR_LIB	:= $(filter-out supervisor/main.c supervisor/ctl.c,$(sort $(wildcard supervisor/*.c)))
 UNIT_SRC	:= $(sort $(wildcard tests/unit/*.c))
 
 PROGRAMS := $(BUILD)/batond $(BUILD)/batonctl $(BUILD)/example-httpd $(BUILD)/loadgen $(BUILD)/libbaton-preload.so \
@@ -65,21 +64,21 @@ $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) $(CFLAGS_SD) $(CFLAGS_CHK) -Isupervisor -MMD -MP -c $< -o $@
 
-$(BUILD)/batond: $(call obj,supervisor/main.c $(SUPERVISOR_LIB) $(PROTO_SRC))
+$(BUILD)/batond: $(call obj,supervisor/main.c $(SUPERVISOR_LIB) $(PROTO_SRC) $(COMMON_SRC))
 	$(CC) $(ALL_CFLAGS) $^ $(LDLIBS_SD) -o $@
 
 $(BUILD)/batonctl: $(call obj,supervisor/ctl.c supervisor/control.c supervisor/listener.c \
-		    supervisor/log.c $(PROTO_SRC))
+		    supervisor/log.c $(PROTO_SRC) $(COMMON_SRC))
 	$(CC) $(ALL_CFLAGS) $^ $(LDLIBS_SD) -o $@
 
-$(BUILD)/example-httpd: $(call obj,worker/examples/example-httpd.c proto/duration.c proto/sockaddr.c) \
+$(BUILD)/example-httpd: $(call obj,worker/examples/example-httpd.c common/duration.c common/sockaddr.c) \
 			 $(BUILD)/libbaton.a
 	$(CC) $(ALL_CFLAGS) $^ $(LDLIBS_SD) -o $@
 
 # libbaton (worker/baton.h). The shared library exports baton_* only (worker/libbaton.map); the
 # static one is one object pre-linked with every other symbol made local, so that neither lends
-# its proto/ internals to the program that links it. Both need libsystemd.
-LIBBATON_SRC	:= worker/baton.c proto/fdpass.c proto/lclose.c proto/proto.c
+# its proto/ and common/ internals to the program that links it. Both need libsystemd.
+LIBBATON_SRC	:= worker/baton.c proto/fdpass.c proto/proto.c common/listen_close.c
 LIBBATON_SONAME	:= libbaton.so.0
 
 $(BUILD)/libbaton.so: $(call obj,$(LIBBATON_SRC)) worker/libbaton.map $(BUILD)/baton-h-c99.o
@@ -101,7 +100,7 @@ $(BUILD)/baton-h-c99.o: worker/baton.h
 # Programs that include baton.h as a user of the library would.
 $(call obj,worker/examples/example-httpd.c tests/unit/test_baton.c): ALL_CFLAGS += -Iworker
 
-$(BUILD)/loadgen: $(call obj,tests/bench/loadgen.c $(PROTO_SRC))
+$(BUILD)/loadgen: $(call obj,tests/bench/loadgen.c $(PROTO_SRC) $(COMMON_SRC))
 	$(CC) $(ALL_CFLAGS) -pthread $^ -o $@
 
 # Loaded into servers that are not sanitized, so built without $(SAN) even with SANITIZE=1 (an
@@ -113,7 +112,7 @@ $(BUILD)/libbaton-preload.so: worker/preload.c
 	@mkdir -p $(dir $@)
 	$(CC) $(PRELOAD_CFLAGS) -shared -Wl,-z,defs $< -ldl -pthread -o $@
 
-$(UNIT_BIN): $(call obj,$(UNIT_SRC) $(SUPERVISOR_LIB) $(PROTO_SRC) worker/baton.c)
+$(UNIT_BIN): $(call obj,$(UNIT_SRC) $(SUPERVISOR_LIB) $(PROTO_SRC) $(COMMON_SRC) worker/baton.c)
 	$(CC) $(ALL_CFLAGS) $^ $(LDLIBS_CHK) $(LDLIBS_SD) -o $@
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
@@ -154,7 +153,7 @@ fuzz:
 	@command -v clang-14 >/dev/null || { echo "make fuzz: needs clang-14 and libclang-rt-14-dev (apt-get install clang-14 libclang-rt-14-dev)" >&2; exit 1; }
 	@mkdir -p build/fuzz/corpus-proto
 	clang-14 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
-		-std=c17 -D_GNU_SOURCE -Wall -Wextra -Werror -Iproto \
+		-std=c17 -D_GNU_SOURCE -Wall -Wextra -Werror -Icommon -Iproto \
 		tests/fuzz/fuzz_proto.c proto/proto.c -o build/fuzz/fuzz_proto
 	cp tests/fuzz/corpus/proto/* build/fuzz/corpus-proto/
 	@mkdir -p build/fuzz/artifacts

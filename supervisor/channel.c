@@ -84,8 +84,7 @@ int channel_socketpair(int *ret_batond_end, int *ret_worker_end)
 static void close_socket(struct channel *c)
 {
 	c->io = sd_event_source_disable_unref(c->io);
-	close_fdp(&c->fd);
-	c->fd = -1;
+	c->fd = safe_close(c->fd);
 	c->dead = true;
 }
 

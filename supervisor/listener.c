@@ -337,8 +337,7 @@ void listener_close(struct listener *l)
 			(void)unlink(l->addr.un.sun_path);
 		l->owns_path = false;
 	}
-	close_fdp(&l->fd);
-	l->fd = -1;
+	l->fd = safe_close(l->fd);
 }
 
 int listener_from_fd(int fd, const char *name, struct listener *ret)

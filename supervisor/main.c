@@ -25,7 +25,7 @@
 #include "drain.h"
 #include "fdsock.h"
 #include "listener.h"
-#include "listening.h"
+#include "procscan.h"
 #include "log.h"
 #include "notify.h"
 #include "rollout.h"
@@ -162,7 +162,7 @@ static int on_ready_poll(sd_event_source *s, uint64_t usec, void *userdata)
 
 		if (w->state != ROLLOUT_W_STARTING)
 			continue;
-		r = listening_check(w->pid, w->pgid, b->listen_inodes, b->cfg.n_listeners);
+		r = procscan_waits_on(w->pid, w->pgid, b->listen_inodes, b->cfg.n_listeners);
 		if (r < 0)
 			log_debug("look at worker pid %d in /proc: %s", w->pid, strerror(-r));
 		if (r <= 0) {
@@ -257,8 +257,7 @@ static void run_spawn(struct batond *b, const struct rollout_action *a)
 		envp = spawn_env_free(envp);
 	}
 	/* Ours must go at once: holding the worker's end would hide its exit from the channel. */
-	close_fdp(&wfd);
-	wfd = -1;
+	wfd = safe_close(wfd);
 	ev.now_usec = now_usec();
 	if (r < 0) {
 		log_debug("generation %u worker %u: spawn %s: %s", a->gen, a->index,
@@ -383,13 +382,13 @@ static void tell_manager(struct batond *b, const struct rollout_action *a, const
  */
 static void kill_worker_tree(pid_t pid, pid_t pgid)
 {
-	_cleanup_free_ pid_t *tree = calloc(LISTENING_MAX_PROCS, sizeof(pid_t));
+	_cleanup_free_ pid_t *tree = calloc(PROCSCAN_MAX_PROCS, sizeof(pid_t));
 	size_t n = 0;
 	int r;
 
 	/* Found before the kills: once the worker is dead, its escaped children are orphans. */
 	if (tree) {
-		r = listening_tree(pid, pgid, tree, LISTENING_MAX_PROCS, &n);
+		r = procscan_tree(pid, pgid, tree, PROCSCAN_MAX_PROCS, &n);
 		if (r < 0)
 			log_warning_errno(r, "find the processes of worker pid %d, ignoring", pid);
 	}
@@ -714,7 +713,7 @@ static int on_notify(sd_event_source *s, int fd, uint32_t revents, void *userdat
 				.type = ROLLOUT_WORKER_MAINPID,
 				.now_usec = now_usec(),
 				.pid = w->pid,
-				.status = m.mainpid,
+				.new_pid = m.mainpid,
 			};
 
 			/* Only a process of the worker's own group: never signal a stranger. */

@@ -685,7 +685,7 @@ static void on_stop(struct rollout *r, bool force, uint64_t now)
 	report_with(r, (struct rollout_action){
 			       .report = ROLLOUT_STOPPING,
 			       .count = n,
-			       .reload = force,
+			       .force = force,
 		       });
 }
 
@@ -776,8 +776,8 @@ int rollout_step(struct rollout *r, const struct rollout_event *ev,
 		/* The shell checked that the new pid belongs to the worker's process group. */
 		struct rollout_worker *w = find_pid(r, ev->pid);
 
-		if (w && ev->status > 0 && !find_pid(r, ev->status))
-			w->pid = ev->status;
+		if (w && ev->new_pid > 0 && !find_pid(r, ev->new_pid))
+			w->pid = ev->new_pid;
 		break;
 	}
 	case ROLLOUT_TIMER:
@@ -1029,8 +1029,8 @@ int rollout_describe(const struct rollout_action *a, char *buf, size_t size)
 		return LOG_ERR;
 	case ROLLOUT_STOPPING:
 		(void)snprintf(buf, size, "%s: %u worker%s to %s",
-			       a->reload ? "stop now" : "stopping", a->count,
-			       a->count == 1 ? "" : "s", a->reload ? "kill" : "drain");
+			       a->force ? "stop now" : "stopping", a->count,
+			       a->count == 1 ? "" : "s", a->force ? "kill" : "drain");
 		return LOG_NOTICE;
 	}
 	(void)snprintf(buf, size, "unknown report %d", (int)a->report);

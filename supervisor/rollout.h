@@ -40,7 +40,7 @@ enum rollout_event_type {
 	ROLLOUT_WORKER_READY,	/* .pid said READY=1 */
 	ROLLOUT_WORKER_EXITED,	/* .pid was reaped: .signaled, .status */
 	ROLLOUT_TIMER,		/* the timer armed by ROLLOUT_DO_ARM_TIMER fired */
-	ROLLOUT_WORKER_MAINPID, /* worker .pid says its main process is now .status */
+	ROLLOUT_WORKER_MAINPID, /* worker .pid says its main process is now .new_pid */
 };
 
 struct rollout_event {
@@ -51,7 +51,8 @@ struct rollout_event {
 	int error;     /* negative errno */
 	bool signaled; /* killed by signal .status, else exited with status .status */
 	int status;
-	bool force;
+	int new_pid; /* ROLLOUT_WORKER_MAINPID only */
+	bool force;  /* ROLLOUT_STOP only: kill instead of draining */
 };
 
 enum rollout_action_type {
@@ -99,7 +100,8 @@ struct rollout_action {
 	int pgid;
 	uint64_t usec;
 	unsigned count;
-	bool reload;
+	bool reload; /* GEN_STARTING, GEN_READY: started by a reload, not the first start */
+	bool force;  /* STOPPING: the workers are killed, not drained */
 	bool signaled;
 	int status, error;
 	int exit_code;

@@ -403,8 +403,7 @@ int spawn_worker(const char *path, char *const *argv, char **envp, const int *fd
 
 	/* Also in the parent, so the group exists before we ever signal it. */
 	(void)setpgid(pid, pid);
-	close_fdp(&wr);
-	wr = -1;
+	wr = safe_close(wr);
 	do {
 		n = read(rd, &err, sizeof(err));
 	} while (n < 0 && errno == EINTR);

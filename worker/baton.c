@@ -23,7 +23,7 @@
 
 #include "cleanup.h"
 #include "fdpass.h"
-#include "lclose.h"
+#include "listen_close.h"
 #include "proto.h"
 
 #define BATON_OPEN_TIMEOUT_MSEC	 10000 /* for batond to answer HELLO with every listener */
@@ -156,8 +156,7 @@ static void channel_close(struct baton *b)
 		return;
 	if (b->drain_fd >= 0)
 		(void)epoll_ctl(b->drain_fd, EPOLL_CTL_DEL, b->channel_fd, NULL);
-	close_fdp(&b->channel_fd);
-	b->channel_fd = -1;
+	b->channel_fd = safe_close(b->channel_fd);
 }
 
 /*
@@ -861,7 +860,7 @@ int baton_drained(struct baton *b)
 
 int baton_listener_shutdown_begin(int fd)
 {
-	return lclose_refuse_new(fd);
+	return listen_close_refuse_new(fd);
 }
 
 int baton_listener_pending(int fd, unsigned *ret_queued, unsigned *ret_half_open)
@@ -869,7 +868,7 @@ int baton_listener_pending(int fd, unsigned *ret_queued, unsigned *ret_half_open
 	unsigned queued, half_open;
 	int r;
 
-	r = lclose_pending(fd, &queued, &half_open);
+	r = listen_close_pending(fd, &queued, &half_open);
 	if (r < 0)
 		return r;
 	if (ret_queued)
@@ -932,7 +931,7 @@ int baton_listener_shutdown(int fd, uint64_t timeout_usec,
 		return -errno;
 	if (type != SOCK_STREAM && type != SOCK_SEQPACKET)
 		return -EOPNOTSUPP; /* UDP has no connections to hand over: use the two calls */
-	r = lclose_refuse_new(fd);
+	r = listen_close_refuse_new(fd);
 	/* An abstract Unix socket cannot refuse: drain what is there as far as it goes. */
 	if (r < 0 && r != -EOPNOTSUPP)
 		return r;
@@ -951,7 +950,7 @@ int baton_listener_shutdown(int fd, uint64_t timeout_usec,
 			if (r < 0)
 				return r;
 		}
-		r = lclose_pending(fd, &queued, &half_open);
+		r = listen_close_pending(fd, &queued, &half_open);
 		if (r < 0)
 			return r;
 		if (queued == 0 && half_open == 0) {

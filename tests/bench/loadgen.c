@@ -485,8 +485,7 @@ static enum outcome outcome_from_errno(struct worker *w, int error)
 
 static void worker_conn_close(struct worker *w)
 {
-	close_fdp(&w->fd);
-	w->fd = -1;
+	w->fd = safe_close(w->fd);
 }
 
 static void worker_add_pid(struct worker *w, long pid)

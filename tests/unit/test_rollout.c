@@ -609,7 +609,7 @@ START_TEST(mainpid_moves_the_worker_to_its_new_main_process)
 
 	h_pids(h, 1, M(READY), pids);
 	h_feed(h, (struct rollout_event){
-			  .type = ROLLOUT_WORKER_MAINPID, .pid = pids[0], .status = 4242 });
+			  .type = ROLLOUT_WORKER_MAINPID, .pid = pids[0], .new_pid = 4242 });
 	ck_assert_ptr_nonnull(rollout_find_pid(h->r, 4242));
 	ck_assert_int_eq(rollout_find_pid(h->r, 4242)->pgid, pids[0]);
 	/* The old leader's exit is no longer the worker's. */

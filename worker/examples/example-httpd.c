@@ -396,7 +396,7 @@ static void listener_close(struct httpd *h, struct listener *l)
 		h->n_shutting_down--;
 	}
 	if (l->owned)
-		close_fdp(&l->fd);
+		(void)safe_close(l->fd);
 	l->fd = -1;
 	/* Standalone only: new clients then fail fast with ENOENT instead of queueing. */
 	if (l->unlink_path)
@@ -559,8 +559,7 @@ static void conn_close(struct httpd *h, struct conn *c)
 	c->dead = true;
 	(void)close(c->fd);
 	c->fd = -1;
-	close_fdp(&c->slow_fd);
-	c->slow_fd = -1;
+	c->slow_fd = safe_close(c->slow_fd);
 
 	if (c->prev)
 		c->prev->next = c->next;

@@ -1,12 +1,12 @@
 /* SPDX-License-Identifier: MIT */
-/* listening.h - readiness without cooperation: is a process waiting for connections on our sockets? */
+/* procscan.h - scan /proc for a worker waiting on our listeners, and for its process tree. */
 #pragma once
 
 #include <stddef.h>
 #include <sys/types.h>
 
-#define LISTENING_MAX_PROCS 4096      /* processes of one worker looked at per check */
-#define LISTENING_MAX_SCAN  (1 << 20) /* entries of /proc read per check */
+#define PROCSCAN_MAX_PROCS 4096	     /* processes of one worker looked at per check */
+#define PROCSCAN_MAX_SCAN  (1 << 20) /* entries of /proc read per check */
 
 /*
  * Looks at worker pid, every process of its process group pgid, and every descendant of
@@ -17,11 +17,11 @@
  * (read from the process's memory). Returns 0 if none does, or a negative errno. Needs the
  * right to read the processes' /proc files: root, or the same uid.
  */
-int listening_check(pid_t pid, pid_t pgid, const ino_t *inodes, size_t n_inodes);
+int procscan_waits_on(pid_t pid, pid_t pgid, const ino_t *inodes, size_t n_inodes);
 
 /*
- * The worker's processes as listening_check() finds them: pid, the members of process group
+ * The worker's processes as procscan_waits_on() finds them: pid, the members of process group
  * pgid (if > 0), and their descendants, at most max of them, in pid order, into ret_pids.
  * Returns 0 and *ret_n, or a negative errno.
  */
-int listening_tree(pid_t pid, pid_t pgid, pid_t *ret_pids, size_t max, size_t *ret_n);
+int procscan_tree(pid_t pid, pid_t pgid, pid_t *ret_pids, size_t max, size_t *ret_n);

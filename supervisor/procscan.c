@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
-/* listening.c - find out from /proc whether a worker waits on our listeners (--ready listening). */
-#include "listening.h"
+/* procscan.c - scan /proc: does a worker (or a descendant) wait in accept on our listeners? */
+#include "procscan.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -213,7 +213,7 @@ static void proc_entries_freep(struct proc_entry **p)
 	free(*p);
 }
 
-int listening_tree(pid_t pid, pid_t pgid, pid_t *ret_pids, size_t max, size_t *ret_n)
+int procscan_tree(pid_t pid, pid_t pgid, pid_t *ret_pids, size_t max, size_t *ret_n)
 {
 	_cleanup_(closedirp) DIR *proc = opendir("/proc");
 	_cleanup_(proc_entries_freep) struct proc_entry *all = NULL;
@@ -224,7 +224,7 @@ int listening_tree(pid_t pid, pid_t pgid, pid_t *ret_pids, size_t max, size_t *r
 	if (!proc)
 		return -errno;
 	/* One pass over /proc: a process of another group is ours only through its parents. */
-	while ((de = readdir(proc)) && n < LISTENING_MAX_SCAN) {
+	while ((de = readdir(proc)) && n < PROCSCAN_MAX_SCAN) {
 		pid_t p = (pid_t)atoi(de->d_name);
 
 		if (p <= 0)
@@ -266,15 +266,15 @@ int listening_tree(pid_t pid, pid_t pgid, pid_t *ret_pids, size_t max, size_t *r
 	return 0;
 }
 
-int listening_check(pid_t pid, pid_t pgid, const ino_t *inodes, size_t n_inodes)
+int procscan_waits_on(pid_t pid, pid_t pgid, const ino_t *inodes, size_t n_inodes)
 {
-	_cleanup_free_ pid_t *pids = calloc(LISTENING_MAX_PROCS, sizeof(pid_t));
+	_cleanup_free_ pid_t *pids = calloc(PROCSCAN_MAX_PROCS, sizeof(pid_t));
 	size_t n = 0;
 	int r;
 
 	if (!pids)
 		return -ENOMEM;
-	r = listening_tree(pid, pgid, pids, LISTENING_MAX_PROCS, &n);
+	r = procscan_tree(pid, pgid, pids, PROCSCAN_MAX_PROCS, &n);
 	if (r < 0)
 		return r;
 	for (size_t i = 0; i < n; i++)

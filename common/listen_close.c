@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
-/* lclose.c - refuse new connections on a listener and count what it still holds, from the fd. */
-#include "lclose.h"
+/* listen_close.c - refuse new connections on a listener and count what it still holds, from the fd. */
+#include "listen_close.h"
 
 #include <errno.h>
 #include <linux/filter.h>
@@ -407,7 +407,7 @@ static int unix_unlink_own(int fd, const struct sock_info *si)
 	return 0;
 }
 
-int lclose_refuse_new(int fd)
+int listen_close_refuse_new(int fd)
 {
 	struct sock_info si;
 	struct sock_fprog prog;
@@ -435,7 +435,7 @@ int lclose_refuse_new(int fd)
 	return 0;
 }
 
-int lclose_pending(int fd, unsigned *ret_queued, unsigned *ret_half_open)
+int listen_close_pending(int fd, unsigned *ret_queued, unsigned *ret_half_open)
 {
 	struct sock_info si;
 	unsigned queued = 0, half_open = 0;

@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* lclose.h - the two-stage close of a listening socket, learnt from its fd: refuse new, count. */
+/* listen_close.h - the two-stage close of a listening socket, learnt from its fd: refuse new, count. */
 #pragma once
 
 /*
@@ -25,7 +25,7 @@
  * and keep the queue usable: see docs/baton.3) and for other socket kinds, -EINVAL for a TCP or
  * Unix socket that is not listening, -ENOTSOCK, or another negative errno.
  */
-int lclose_refuse_new(int fd);
+int listen_close_refuse_new(int fd);
 
 /*
  * What still waits on the listener fd: *ret_queued is the accept-queue length (TCP: TCP_INFO's
@@ -34,4 +34,4 @@ int lclose_refuse_new(int fd);
  * inet_diag dump: TCP_INFO does not count them), 0 for the other kinds. Returns 0 and fills both,
  * or a negative errno with neither written.
  */
-int lclose_pending(int fd, unsigned *ret_queued, unsigned *ret_half_open);
+int listen_close_pending(int fd, unsigned *ret_queued, unsigned *ret_half_open);

@@ -16,6 +16,17 @@ static inline void close_fdp(int *fd)
 	}
 }
 
+/*
+ * Closes fd if it is open, keeping errno, and returns -1 for the caller to store:
+ * fd = safe_close(fd). A close() error is not reported: the fd is gone either way (Linux frees
+ * it even on EINTR), and nothing batond closes has unwritten data it could lose.
+ */
+static inline int safe_close(int fd)
+{
+	close_fdp(&fd);
+	return -1;
+}
+
 static inline void freep(void *p)
 {
 	int saved = errno;
