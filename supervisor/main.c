@@ -31,7 +31,7 @@
 #include "rollout.h"
 #include "spawn.h"
 #include "sysd.h"
-#include "upgrade.h"
+#include "upgrade_state.h"
 
 extern char **environ;
 

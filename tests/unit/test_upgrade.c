@@ -7,7 +7,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "upgrade.h"
+#include "upgrade_state.h"
 
 static struct upgrade_state *sample(void)
 {

@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* upgrade.h - batond re-executing itself: the state handed from the old image to the new one. */
+/* upgrade_state.h - the state a batond image hands to the next across execve(): format, parse, seal. */
 #pragma once
 
 #include <stdbool.h>

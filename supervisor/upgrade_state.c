@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
-/* upgrade.c - the state an old batond image hands to its replacement across execve(). */
-#include "upgrade.h"
+/* upgrade_state.c - the state an old batond image hands to its replacement across execve(). */
+#include "upgrade_state.h"
 
 #include <errno.h>
 #include <fcntl.h>
