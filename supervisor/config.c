@@ -17,7 +17,7 @@
 #include "log.h"
 #include "fdsock.h"
 #include "spawn.h"
-#include "upgrade.h"
+#include "upgrade_state.h"
 
 #ifndef BATON_LIBDIR
 #define BATON_LIBDIR "/usr/local/lib/baton"
