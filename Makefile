@@ -67,8 +67,8 @@ $(BUILD)/obj/%.o: %.c
 $(BUILD)/batond: $(call obj,supervisor/main.c $(SUPERVISOR_LIB) $(PROTO_SRC) $(COMMON_SRC))
 	$(CC) $(ALL_CFLAGS) $^ $(LDLIBS_SD) -o $@
 
-$(BUILD)/batonctl: $(call obj,supervisor/ctl.c supervisor/control.c supervisor/listener.c \
-		    supervisor/log.c $(PROTO_SRC) $(COMMON_SRC))
+$(BUILD)/batonctl: $(call obj,supervisor/ctl.c supervisor/command_table.c supervisor/control.c \
+		    supervisor/listener.c supervisor/log.c $(PROTO_SRC) $(COMMON_SRC))
 	$(CC) $(ALL_CFLAGS) $^ $(LDLIBS_SD) -o $@
 
 $(BUILD)/example-httpd: $(call obj,worker/examples/example-httpd.c common/duration.c common/sockaddr.c) \

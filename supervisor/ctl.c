@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "cleanup.h"
+#include "command_table.h"
 #include "control.h"
 
 #ifndef BATON_VERSION
@@ -24,17 +25,13 @@ enum {
 
 static void help(FILE *f)
 {
+	(void)fputs("Usage: batonctl [-c PATH | --name NAME] COMMAND [ARGUMENT]\n"
+		    "Control a running batond through its control socket.\n"
+		    "\n"
+		    "Commands:\n",
+		    f);
+	command_help(f);
 	(void)fputs(
-		"Usage: batonctl [-c PATH | --name NAME] COMMAND\n"
-		"Control a running batond through its control socket.\n"
-		"\n"
-		"Commands:\n"
-		"  status [--json]     generations, workers, listeners with their accept queues\n"
-		"  reload [--no-wait]  rolling restart; waits until the new generation serves\n"
-		"                      (exit 0) or was rolled back (exit 1, with the reason)\n"
-		"  stop                graceful stop (returns once batond accepted it)\n"
-		"  upgrade             re-execute batond's binary, keeping every worker\n"
-		"  version             batond's version\n"
 		"\n"
 		"  -c, --control PATH  the control socket (default: $RUNTIME_DIRECTORY/NAME.sock,\n"
 		"                      /run/baton/NAME.sock as root, $XDG_RUNTIME_DIR/baton/...)\n"
@@ -124,8 +121,9 @@ int main(int argc, char **argv)
 		{ "version", no_argument, NULL, 'V' },
 		{ 0 },
 	};
-	const char *control = NULL, *name = CONTROL_NAME_DEFAULT, *cmd;
-	char path[108];
+	const char *control = NULL, *name = CONTROL_NAME_DEFAULT;
+	const struct command *cmd;
+	char path[108], line[CONTROL_REQUEST_MAX];
 	bool json = false, no_wait = false;
 	int opt, r;
 
@@ -161,30 +159,28 @@ int main(int argc, char **argv)
 		(void)fprintf(stderr, "batonctl: no command (try 'batonctl --help')\n");
 		return EXIT_USAGE;
 	}
-	cmd = argv[optind];
-	{
-		bool takes_arg = strcmp(cmd, "listen") == 0 || strcmp(cmd, "retire") == 0;
-
-		if (argc - optind != (takes_arg ? 2 : 1)) {
-			(void)fprintf(stderr, "batonctl: %s (try 'batonctl --help')\n",
-				      takes_arg ? "listen and retire take one argument"
-						: "one command at a time");
-			return EXIT_USAGE;
-		}
-		if (takes_arg && (strchr(argv[optind + 1], '\n') || !*argv[optind + 1])) {
-			(void)fprintf(stderr, "batonctl: invalid argument\n");
-			return EXIT_USAGE;
-		}
-	}
-	if ((json && strcmp(cmd, "status") != 0) || (no_wait && strcmp(cmd, "reload") != 0)) {
-		(void)fprintf(stderr, "batonctl: --json goes with status, --no-wait with reload\n");
+	cmd = command_find(argv[optind]);
+	if (!cmd) {
+		(void)fprintf(stderr, "batonctl: unknown command '%s' (try 'batonctl --help')\n",
+			      argv[optind]);
 		return EXIT_USAGE;
 	}
-	if (strcmp(cmd, "status") != 0 && strcmp(cmd, "reload") != 0 && strcmp(cmd, "stop") != 0 &&
-	    strcmp(cmd, "upgrade") != 0 && strcmp(cmd, "version") != 0 &&
-	    strcmp(cmd, "listen") != 0 && strcmp(cmd, "retire") != 0) {
-		(void)fprintf(stderr, "batonctl: unknown command '%s' (try 'batonctl --help')\n",
-			      cmd);
+	if (argc - optind != (cmd->arg_name ? 2 : 1)) {
+		(void)fprintf(stderr, "batonctl: %s %s (try 'batonctl --help')\n", cmd->name,
+			      cmd->arg_name ? "takes one argument" : "takes no argument");
+		return EXIT_USAGE;
+	}
+	if ((json && (!cmd->flag || strcmp(cmd->flag, "--json") != 0)) ||
+	    (no_wait && (!cmd->flag || strcmp(cmd->flag, "--no-wait") != 0))) {
+		(void)fprintf(stderr, "batonctl: %s does not take %s\n", cmd->name,
+			      json ? "--json" : "--no-wait");
+		return EXIT_USAGE;
+	}
+	r = command_format(cmd, cmd->arg_name ? argv[optind + 1] : NULL, json || no_wait, line,
+			   sizeof(line));
+	if (r < 0) {
+		(void)fprintf(stderr, "batonctl: %s: %s\n", cmd->name,
+			      r == -ENAMETOOLONG ? "argument too long" : "invalid argument");
 		return EXIT_USAGE;
 	}
 	if (control) {
@@ -201,19 +197,5 @@ int main(int argc, char **argv)
 			return EXIT_USAGE;
 		}
 	}
-	if (strcmp(cmd, "status") == 0)
-		return request(path, json ? "status json" : "status");
-	if (strcmp(cmd, "reload") == 0)
-		return request(path, no_wait ? "reload nowait" : "reload");
-	if (strcmp(cmd, "listen") == 0 || strcmp(cmd, "retire") == 0) {
-		char line[CONTROL_REQUEST_MAX];
-		int n = snprintf(line, sizeof(line), "%s %s", cmd, argv[optind + 1]);
-
-		if (n < 0 || (size_t)n >= sizeof(line)) {
-			(void)fprintf(stderr, "batonctl: argument too long\n");
-			return EXIT_USAGE;
-		}
-		return request(path, line);
-	}
-	return request(path, cmd);
+	return request(path, line);
 }

@@ -18,6 +18,8 @@ Suite *proto_suite(void);
 Suite *upgrade_suite(void);
 Suite *channel_suite(void);
 Suite *baton_suite(void);
+Suite *stop_plan_suite(void);
+Suite *commands_suite(void);
 
 /* Number of open fds of this process, from /proc/self/fd; tests compare it before and after. */
 int unit_count_fds(void);

@@ -1,0 +1,292 @@
+/* SPDX-License-Identifier: MIT */
+/* actions.c - the rollout machine's actions carried out: spawn, drain, kill, timer, report. */
+#include "batond.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "channel.h"
+#include "cleanup.h"
+#include "log.h"
+#include "loop.h"
+#include "procscan.h"
+#include "spawn.h"
+#include "sysd.h"
+
+extern char **environ;
+
+int actions_new(struct batond *b)
+{
+	int r = rollout_new(&b->cfg.rollout, &b->rollout);
+
+	if (r < 0)
+		return r;
+	b->actions = calloc(ROLLOUT_MAX_ACTIONS, sizeof(*b->actions));
+	b->queue = calloc(ACTIONS_QUEUE_MAX, sizeof(*b->queue));
+	b->extra = calloc(ROLLOUT_MAX_RECORDS, sizeof(*b->extra));
+	if (!b->actions || !b->queue || !b->extra)
+		return -ENOMEM;
+	return 0;
+}
+
+void actions_free(struct batond *b)
+{
+	for (unsigned i = 0; b->extra && i < ROLLOUT_MAX_RECORDS; i++)
+		b->extra[i].ch = channel_free(b->extra[i].ch);
+	b->timer = sd_event_source_unref(b->timer);
+	b->rollout = rollout_free(b->rollout);
+	free(b->actions);
+	free(b->queue);
+	free(b->extra);
+	b->actions = NULL;
+	b->queue = NULL;
+	b->extra = NULL;
+}
+
+unsigned batond_record_id(const struct batond *b, const struct rollout_worker *w)
+{
+	return (unsigned)(w - rollout_worker_at(b->rollout, 0));
+}
+
+static void enqueue(struct batond *b, const struct rollout_event *ev)
+{
+	/* Bounded by construction: each queued event answers one SPAWNING record. */
+	if (b->queue_len >= ACTIONS_QUEUE_MAX)
+		abort();
+	b->queue[(b->queue_head + b->queue_len++) % ACTIONS_QUEUE_MAX] = *ev;
+}
+
+/* ROLLOUT_DO_SPAWN: fork/exec one worker; the result is queued as the machine's next event. */
+static void run_spawn(struct batond *b, const struct rollout_action *a)
+{
+	_cleanup_close_ int bfd = -1, wfd = -1;
+	bool scm = b->cfg.pass & SPAWN_PASS_SCM;
+	struct spawn_env se = {
+		.listeners = b->cfg.listeners,
+		.n_listeners = b->cfg.n_listeners,
+		.notify_socket = b->notify_address,
+		.preload = b->cfg.preload[0] ? b->cfg.preload : NULL,
+		.pass = b->cfg.pass,
+		.master_pid = (int)getpid(),
+		.einhorn_sock = b->einhorn ? b->einhorn_path : NULL,
+		.drain_signal = b->cfg.drain_signal,
+		.gen = a->gen,
+		.index = a->index,
+	};
+	struct rollout_event ev = { .worker = a->worker };
+	char **envp = NULL;
+	pid_t pid = 0;
+	int r;
+
+	r = spawn_env_build(environ, &se, &envp);
+	if (r >= 0 && scm)
+		r = channel_socketpair(&bfd, &wfd);
+	if (r >= 0) {
+		/* With scm the worker inherits its channel end alone, at fd 3 (BATON_FD). */
+		r = spawn_worker(b->cfg.exec_path, b->cfg.argv, envp, scm ? &wfd : b->listen_fds,
+				 scm ? 1 : b->cfg.n_listeners, &pid);
+		envp = spawn_env_free(envp);
+	}
+	/* Ours must go at once: holding the worker's end would hide its exit from the channel. */
+	wfd = safe_close(wfd);
+	ev.now_usec = loop_now_usec();
+	if (r < 0) {
+		log_debug("generation %u worker %u: spawn %s: %s", a->gen, a->index,
+			  b->cfg.exec_path, strerror(-r));
+		ev.type = ROLLOUT_SPAWN_FAILED;
+		ev.error = r;
+		enqueue(b, &ev);
+		return;
+	}
+	log_debug("generation %u worker %u: started pid %d", a->gen, a->index, (int)pid);
+	ev.type = ROLLOUT_WORKER_SPAWNED;
+	ev.pid = pid;
+	if (a->worker < ROLLOUT_MAX_RECORDS) {
+		struct worker_extra *x = &b->extra[a->worker];
+
+		x->ch = channel_free(x->ch);
+		*x = (struct worker_extra){
+			.b = b, .id = a->worker, .pid = pid, .adopted_channel_fd = -1
+		};
+		if (scm) {
+			char label[CHANNEL_LABEL_MAX];
+
+			(void)snprintf(label, sizeof(label), "generation %u worker %u (pid %d)",
+				       a->gen, a->index, (int)pid);
+			r = channel_new(b->event, TAKE_FD(bfd), pid, label, b->cfg.listeners,
+					b->cfg.n_listeners, &events_channel_ops, x, &x->ch);
+			if (r < 0)
+				log_error_errno(r, "%s: channel", label);
+		}
+	}
+	events_ready_poll_arm(b);
+	enqueue(b, &ev);
+}
+
+/* ROLLOUT_DO_DRAIN: over the channel if the worker has one; the drain signal otherwise. */
+static void run_drain(struct batond *b, const struct rollout_action *a)
+{
+	const struct rollout_worker *w = rollout_find_pid(b->rollout, a->pid);
+	struct worker_extra *x = w ? &b->extra[batond_record_id(b, w)] : NULL;
+	const char *sig = sigabbrev_np(b->cfg.drain_signal) ?: "?";
+
+	if (x && x->ch && channel_drain(x->ch, b->cfg.rollout.drain_timeout_usec) == 0) {
+		log_debug("sent DRAIN to worker pid %d", a->pid);
+		return;
+	}
+	if (kill(a->pid, b->cfg.drain_signal) < 0 && errno != ESRCH)
+		log_warning_errno(-errno, "send SIG%s to worker pid %d", sig, a->pid);
+	else
+		log_debug("sent SIG%s to worker pid %d", sig, a->pid);
+}
+
+/*
+ * ROLLOUT_DO_KILL: SIGKILL to a worker, its process group, and any descendant that left the
+ * group (setsid()): a server's own children must not outlive it holding listeners.
+ */
+static void kill_worker_tree(pid_t pid, pid_t pgid)
+{
+	_cleanup_free_ pid_t *tree = calloc(PROCSCAN_MAX_PROCS, sizeof(pid_t));
+	size_t n = 0;
+	int r;
+
+	/* Found before the kills: once the worker is dead, its escaped children are orphans. */
+	if (tree) {
+		r = procscan_tree(pid, pgid, tree, PROCSCAN_MAX_PROCS, &n);
+		if (r < 0)
+			log_warning_errno(r, "find the processes of worker pid %d, ignoring", pid);
+	}
+	r = kill(-pgid, SIGKILL);
+	if (r < 0 && errno != ESRCH)
+		log_warning_errno(-errno, "kill process group %d", pgid);
+	if (pid != pgid && kill(pid, SIGKILL) < 0 && errno != ESRCH)
+		log_warning_errno(-errno, "kill worker pid %d", pid);
+	for (size_t i = 0; i < n; i++) {
+		if (tree[i] == pid || getpgid(tree[i]) == pgid)
+			continue;
+		if (kill(tree[i], SIGKILL) < 0 && errno != ESRCH)
+			log_warning_errno(-errno, "kill pid %d of worker pid %d", tree[i], pid);
+		else
+			log_info("killed pid %d, of worker pid %d in another process group",
+				 tree[i], pid);
+	}
+}
+
+/* What systemd hears (Type=notify and notify-reload): READY, RELOADING, STATUS, fd store. */
+static void report_to_systemd(struct batond *b, const struct rollout_action *a, const char *line)
+{
+	switch (a->report) {
+	case ROLLOUT_GEN_STARTING:
+		if (a->reload)
+			sysd_notify("RELOADING=1\nMONOTONIC_USEC=%" PRIu64
+				    "\nSTATUS=generation %u: starting %u workers",
+				    loop_now_usec(), a->gen, a->count);
+		break;
+	case ROLLOUT_GEN_READY:
+		sysd_notify("READY=1\nSTATUS=generation %u: %u/%u workers ready; %s", a->gen,
+			    a->count, a->count, a->reload ? "last reload ok" : "serving");
+		if (!a->reload && sysd_fdstore_enabled(&b->cfg))
+			(void)sysd_fdstore_push(&b->cfg);
+		break;
+	case ROLLOUT_RELOAD_FAILED:
+		if (a->reason != ROLLOUT_REASON_STOPPED)
+			sysd_notify("READY=1\nSTATUS=generation %u: serving; %s",
+				    rollout_serving_gen(b->rollout), line);
+		break;
+	case ROLLOUT_START_FAILED:
+		sysd_notify("STATUS=%s", line);
+		break;
+	case ROLLOUT_STOPPING:
+		sysd_notify("STOPPING=1\nSTATUS=stopping: draining workers");
+		break;
+	default:
+		break;
+	}
+}
+
+static void run_action(struct batond *b, const struct rollout_action *a)
+{
+	char line[512];
+	int level, r;
+
+	switch (a->type) {
+	case ROLLOUT_DO_SPAWN:
+		run_spawn(b, a);
+		break;
+	case ROLLOUT_DO_DRAIN:
+		run_drain(b, a);
+		break;
+	case ROLLOUT_DO_KILL:
+		kill_worker_tree(a->pid, a->pgid);
+		break;
+	case ROLLOUT_DO_ARM_TIMER:
+		r = loop_timer_arm(b->timer, a->usec);
+		if (r < 0) {
+			/* Without the timer no deadline fires: fail loudly rather than hang. */
+			log_error_errno(r, "arm timer");
+			(void)sd_event_exit(b->event, 1);
+		}
+		break;
+	case ROLLOUT_DO_REPORT:
+		level = rollout_describe(a, line, sizeof(line));
+		log_full(level, "%s", line);
+		report_to_systemd(b, a, line);
+		commands_on_report(b, a, line);
+		break;
+	case ROLLOUT_DO_EXIT:
+		b->exit_code = a->exit_code;
+		(void)sd_event_exit(b->event, a->exit_code);
+		break;
+	}
+}
+
+void batond_feed(struct batond *b, const struct rollout_event *ev)
+{
+	enqueue(b, ev);
+	if (b->feeding)
+		return;
+	b->feeding = true;
+	while (b->queue_len > 0) {
+		struct rollout_event e = b->queue[b->queue_head];
+		size_t n = 0;
+		int r;
+
+		b->queue_head = (b->queue_head + 1) % ACTIONS_QUEUE_MAX;
+		b->queue_len--;
+		r = rollout_step(b->rollout, &e, b->actions, &n);
+		if (r < 0) {
+			log_error_errno(r, "rollout event %d", (int)e.type);
+			continue;
+		}
+		for (size_t i = 0; i < n; i++)
+			run_action(b, &b->actions[i]);
+	}
+	b->feeding = false;
+}
+
+void batond_feed_simple(struct batond *b, enum rollout_event_type type, bool force)
+{
+	struct rollout_event ev = { .type = type, .now_usec = loop_now_usec(), .force = force };
+
+	batond_feed(b, &ev);
+}
+
+void actions_kill_all(struct batond *b)
+{
+	for (unsigned i = 0; i < ROLLOUT_MAX_RECORDS; i++) {
+		const struct rollout_worker *w = rollout_worker_at(b->rollout, i);
+
+		if (w->pgid > 0 && w->state != ROLLOUT_W_FREE && w->state != ROLLOUT_W_SPAWNING &&
+		    w->state != ROLLOUT_W_BACKOFF) {
+			(void)kill(-w->pgid, SIGKILL);
+			(void)kill(w->pid, SIGKILL);
+			(void)waitpid(w->pid, NULL, 0);
+		}
+	}
+}

@@ -1,0 +1,215 @@
+/* SPDX-License-Identifier: MIT */
+/* batond.h - batond's one state struct and the calls between the daemon's files (private). */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include <systemd/sd-event.h>
+
+#include "channel.h"
+#include "command_table.h"
+#include "config.h"
+#include "notify.h"
+#include "rollout.h"
+#include "stop_plan.h"
+
+/*
+ * The daemon's files and what each one holds (docs/DESIGN.md has the whole map):
+ *   main.c      configuration, binding, event sources, run(), main(), the signals
+ *   actions.c   the rollout machine's actions carried out: spawn, drain, kill, timer, report
+ *   events.c    what workers say turned into rollout events: notify, channel, einhorn, /proc
+ *   stop.c      the two-stage close of every listener (stop) or one (retire); stop_plan.c decides
+ *   upgrade.c   batond replacing its own image: preflight, handoff across execve(), takeover
+ *   status.c    batonctl status, text and JSON, from one walk over this struct
+ *   commands.c  the control requests (command_table.c names them for batond and batonctl)
+ * State lives here and nowhere else: no file keeps a mutable global.
+ */
+
+struct channel;
+struct control;
+struct control_client;
+struct fdsock;
+
+/* Per worker record: what batond knows beyond the rollout machine's view. */
+struct worker_extra {
+	char status[NOTIFY_STATUS_MAX]; /* last STATUS= */
+	bool stopping;			/* said STOPPING=1 */
+	struct channel *ch;		/* --pass scm: the worker's channel, until it exits */
+	struct batond *b;		/* for the channel's callbacks */
+	unsigned id;			/* rollout record id */
+	int pid;
+	int adopted_channel_fd; /* upgrade: the channel to take over in run(), or -1 */
+};
+
+/* Stage 2 of a two-stage close on the way: listeners watched until nothing waits (stop.c). */
+struct quiesce_watch {
+	struct batond *b;
+	struct quiesce q;
+	sd_event_source *timer;
+	int only; /* the one listener (a retire), or -1: every listener (the stop) */
+	void (*done)(struct batond *b, enum quiesce_result result, unsigned queued,
+		     unsigned half_open);
+};
+
+/* A control client's slot (control_client_set_data()): what it waits for. */
+#define COMMAND_WAIT_NONE   0L	  /* nothing: answered at once */
+#define COMMAND_WAIT_NEXT   (-1L) /* a "reload": the next generation that starts */
+#define COMMAND_WAIT_RETIRE (-2L) /* a "retire": its listener's queue to empty */
+/* A positive value: a "reload" waiting for that generation to serve or be rolled back. */
+
+struct batond {
+	struct config cfg;
+	sd_event *event;
+	int exit_code;
+	uint64_t started_usec;
+	bool pid_file_written;
+
+	/* The listeners as handed out (spawn fds, --ready listening's inodes), in cfg's order. */
+	int listen_fds[CONFIG_MAX_LISTENERS];
+	ino_t listen_inodes[CONFIG_MAX_LISTENERS];
+
+	/* actions.c: the rollout machine, its actions and the events that running them made. */
+	struct rollout *rollout;
+	struct rollout_action *actions; /* ROLLOUT_MAX_ACTIONS, reused by every step */
+	struct rollout_event *queue;	/* ACTIONS_QUEUE_MAX */
+	size_t queue_head, queue_len;
+	bool feeding;
+	sd_event_source *timer;	    /* the machine's one deadline */
+	struct worker_extra *extra; /* ROLLOUT_MAX_RECORDS, by rollout record id */
+
+	/* events.c: the notify socket, --ready listening's /proc look, einhorn's socket. */
+	int notify_fd;
+	char notify_address[NOTIFY_ADDRESS_MAX];
+	sd_event_source *notify_source;
+	sd_event_source *ready_poll;
+	struct control *einhorn;
+	char einhorn_path[108];
+	char einhorn_dir[32]; /* the private directory of einhorn_path, removed at exit; or "" */
+
+	/* stop.c: the graceful stop and batonctl retire. */
+	enum stop_stage stop_stage;
+	unsigned n_stops; /* stop signals received */
+	struct quiesce_watch stop_watch;
+	struct quiesce_watch retire_watch;
+	char retire_reply[512]; /* what every waiting "retire" hears */
+
+	/* upgrade.c: the binary on disk, the command line to run it with, what was taken over. */
+	char self_path[4096];
+	char **argv;
+	bool adopted; /* this image took over from an older one */
+	bool handoff; /* ... through the minimal handoff (another state version) */
+	int adopted_control_fd;
+	int preflight_fd;    /* the new binary's answer to --upgrade-check, or -1 */
+	int preflight_pidfd; /* that process, or -1 */
+	sd_event_source *preflight_io, *preflight_timer;
+	char preflight_answer[64];
+	size_t preflight_len;
+
+	/* commands.c: the control socket and what status says about reloads; the fd socket. */
+	struct control *control;
+	char control_path[108];
+	unsigned last_reload_gen;
+	bool last_reload_ok;
+	uint64_t last_reload_usec; /* 0: no reload yet */
+	char last_reload_text[512];
+	struct fdsock *fdsock; /* --fd-socket */
+};
+
+/* actions.c */
+
+/* Events waiting to be fed: at most one pending spawn result per record, and the one fed. */
+#define ACTIONS_QUEUE_MAX (ROLLOUT_MAX_RECORDS + 1)
+
+/* Allocates the machine and its buffers. Returns 0 or -ENOMEM / -EINVAL; logs nothing. */
+int actions_new(struct batond *b);
+void actions_free(struct batond *b);
+
+/* Feeds ev to the rollout machine, runs its actions, then feeds what running them produced. */
+void batond_feed(struct batond *b, const struct rollout_event *ev);
+
+/* The same, for an event that carries nothing but its type (and force, for a stop). */
+void batond_feed_simple(struct batond *b, enum rollout_event_type type, bool force);
+
+/* The worker record that w is, for b->extra. */
+unsigned batond_record_id(const struct batond *b, const struct rollout_worker *w);
+
+/* Last resort on a fatal error: SIGKILL every worker and reap it; none outlives batond. */
+void actions_kill_all(struct batond *b);
+
+/* events.c */
+
+/* The notify socket's source, the readiness poll, and einhorn's socket (after the control one). */
+int events_open(struct batond *b);
+void events_close(struct batond *b);
+
+/* --ready listening: look at starting workers soon (after a spawn). */
+void events_ready_poll_arm(struct batond *b);
+
+/* SIGCHLD: reaps every child, feeding the workers' exits to the machine. */
+int events_on_sigchld(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata);
+
+/* The callbacks of a worker's --pass scm channel; userdata is its struct worker_extra. */
+extern const struct channel_ops events_channel_ops;
+
+/* stop.c */
+
+int stop_open(struct batond *b);
+void stop_close(struct batond *b);
+
+/* SIGTERM, SIGINT or batonctl stop; force (a second signal) kills the workers now. */
+void stop_request(struct batond *b, bool force);
+
+/* True once a stop was asked for. */
+bool stop_begun(const struct batond *b);
+
+/* batonctl retire NAME: replies to cl now (refused) or once the listener is closed. */
+void stop_retire(struct batond *b, struct control_client *cl, const char *name);
+
+/* The listener being retired, or -1. */
+int stop_retiring_index(const struct batond *b);
+
+/* upgrade.c */
+
+/*
+ * SIGUSR2 or batonctl upgrade: asks the new binary whether it can take over (without blocking
+ * the loop), then execs it. Returns only if the upgrade did not start or is under way: 0, or a
+ * negative errno after logging why.
+ */
+int upgrade_request(struct batond *b);
+
+/*
+ * In a new image, before anything is bound: takes the listeners, notify socket and workers of
+ * the old one. Returns 1 if there was an upgrade to take over, 0 if not, or a negative errno.
+ */
+int upgrade_take_over(struct batond *b);
+
+/* In run(), once the loop exists: the taken-over channels become channels again. */
+void upgrade_adopt_channels(struct batond *b);
+
+/* The takeover failed: exec the previous image again with the same state, if it left itself. */
+void upgrade_fall_back(struct batond *b);
+
+void upgrade_close(struct batond *b);
+
+/* status.c */
+
+/* batonctl status: a malloc()ed text for people, or JSON (batonctl(8)); NULL on ENOMEM. */
+char *status_render(const struct batond *b, bool json);
+
+/* commands.c */
+
+/* Opens the control socket (-c, or the default path); 0, or a negative errno after logging. */
+int commands_open(struct batond *b);
+void commands_close(struct batond *b);
+
+/* A report from the machine: answers waiting "reload"s and keeps what status shows. */
+void commands_on_report(struct batond *b, const struct rollout_action *a, const char *line);
+
+/* True if batond has a handler for the request (a unit test checks every one has). */
+bool commands_has_handler(enum command_id id);
+
+/* The listener set changed (listen, retire): channels, spawns and the fd socket follow it. */
+void batond_listeners_changed(struct batond *b);

@@ -1,0 +1,334 @@
+/* SPDX-License-Identifier: MIT */
+/* events.c - what workers say, turned into rollout events: notify, channel, einhorn, /proc. */
+#include "batond.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "channel.h"
+#include "cleanup.h"
+#include "control.h"
+#include "log.h"
+#include "loop.h"
+#include "procscan.h"
+#include "spawn.h"
+
+#define READY_POLL_USEC	 (50 * 1000) /* between looks at starting workers, --ready listening */
+#define NOTIFY_READS_MAX 64	     /* datagrams read per wakeup: signals and timers get a turn */
+
+static void feed_ready(struct batond *b, pid_t pid)
+{
+	struct rollout_event ev = {
+		.type = ROLLOUT_WORKER_READY,
+		.now_usec = loop_now_usec(),
+		.pid = pid,
+	};
+
+	batond_feed(b, &ev);
+}
+
+void events_ready_poll_arm(struct batond *b)
+{
+	if (!b->ready_poll || !b->cfg.ready_listening)
+		return;
+	if (loop_timer_arm(b->ready_poll, loop_now_usec() + READY_POLL_USEC) < 0)
+		log_error("arm the readiness poll: workers will be ready only at their timeout");
+}
+
+/* --ready listening: a starting worker is ready once it (or a child) waits on a listener. */
+static int on_ready_poll(sd_event_source *s, uint64_t usec, void *userdata)
+{
+	struct batond *b = userdata;
+	bool starting = false;
+
+	(void)s;
+	(void)usec;
+	for (unsigned i = 0; rollout_worker_at(b->rollout, i); i++) {
+		const struct rollout_worker *w = rollout_worker_at(b->rollout, i);
+		int r;
+
+		if (w->state != ROLLOUT_W_STARTING)
+			continue;
+		r = procscan_waits_on(w->pid, w->pgid, b->listen_inodes, b->cfg.n_listeners);
+		if (r < 0)
+			log_debug("look at worker pid %d in /proc: %s", w->pid, strerror(-r));
+		if (r <= 0) {
+			starting = true;
+			continue;
+		}
+		log_debug("generation %u worker %u (pid %d): waits on a listener", w->gen, w->index,
+			  w->pid);
+		feed_ready(b, w->pid);
+	}
+	if (starting)
+		events_ready_poll_arm(b);
+	return 0;
+}
+
+static void on_channel_ready(void *userdata)
+{
+	struct worker_extra *x = userdata;
+
+	/* READY over the channel counts as READY=1 would (--ready notify). */
+	if (x->b->cfg.ready_listening || x->b->cfg.ready_einhorn)
+		return;
+	feed_ready(x->b, x->pid);
+}
+
+static void on_channel_status(void *userdata, uint32_t inflight, const char *text)
+{
+	struct worker_extra *x = userdata;
+
+	(void)snprintf(x->status, sizeof(x->status), "%s (%" PRIu32 " in flight)", text, inflight);
+}
+
+static void on_channel_drained(void *userdata)
+{
+	struct worker_extra *x = userdata;
+
+	log_debug("worker pid %d: drained", x->pid);
+}
+
+static void on_channel_closed(void *userdata, int error)
+{
+	struct worker_extra *x = userdata;
+
+	(void)error; /* the channel logged why */
+	x->ch = channel_free(x->ch);
+}
+
+const struct channel_ops events_channel_ops = {
+	.ready = on_channel_ready,
+	.status = on_channel_status,
+	.drained = on_channel_drained,
+	.closed = on_channel_closed,
+};
+
+int events_on_sigchld(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata)
+{
+	struct batond *b = userdata;
+
+	(void)s;
+	(void)si;
+	/* Reap everything: workers, and (as subreaper or PID 1) orphans handed to us. */
+	for (;;) {
+		struct rollout_event ev = { .type = ROLLOUT_WORKER_EXITED };
+		const struct rollout_worker *w;
+		struct worker_extra *x;
+		int status;
+		pid_t pid = waitpid(-1, &status, WNOHANG);
+
+		if (pid <= 0) {
+			if (pid < 0 && errno == EINTR)
+				continue;
+			break;
+		}
+		w = rollout_find_pid(b->rollout, pid);
+		if (!w) {
+			log_debug("reaped pid %d (not a worker)", (int)pid);
+			continue;
+		}
+		x = &b->extra[batond_record_id(b, w)];
+		x->ch = channel_free(x->ch);
+		ev.now_usec = loop_now_usec();
+		ev.pid = pid;
+		ev.signaled = WIFSIGNALED(status);
+		ev.status = WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status);
+		batond_feed(b, &ev);
+	}
+	return 0;
+}
+
+/* Which worker sent this? The worker itself, its MAINPID, or any process in its group. */
+static const struct rollout_worker *notify_sender(struct batond *b, pid_t pid)
+{
+	const struct rollout_worker *w = rollout_find_pid(b->rollout, pid);
+	pid_t pgid;
+
+	if (w)
+		return w;
+	pgid = getpgid(pid);
+	if (pgid > 0)
+		return rollout_find_pgid(b->rollout, pgid);
+	return NULL;
+}
+
+static void on_mainpid(struct batond *b, const struct rollout_worker *w, pid_t mainpid)
+{
+	struct rollout_event ev = {
+		.type = ROLLOUT_WORKER_MAINPID,
+		.now_usec = loop_now_usec(),
+		.pid = w->pid,
+		.new_pid = mainpid,
+	};
+
+	/* Only a process of the worker's own group: never signal a stranger. */
+	if (getpgid(mainpid) != w->pgid) {
+		log_warning("generation %u worker %u (pid %d): ignoring MAINPID=%d outside its "
+			    "process group",
+			    w->gen, w->index, w->pid, (int)mainpid);
+		return;
+	}
+	log_info("generation %u worker %u: main pid is now %d (was %d)", w->gen, w->index,
+		 (int)mainpid, w->pid);
+	batond_feed(b, &ev);
+}
+
+static int on_notify(sd_event_source *s, int fd, uint32_t revents, void *userdata)
+{
+	struct batond *b = userdata;
+
+	(void)s;
+	(void)revents;
+	for (int i = 0; i < NOTIFY_READS_MAX; i++) {
+		const struct rollout_worker *w;
+		struct notify_message m;
+		struct worker_extra *x;
+		int r = notify_receive(fd, &m);
+
+		if (r == -EAGAIN)
+			break;
+		if (r < 0) {
+			log_debug("notify socket: dropping a message: %s", strerror(-r));
+			continue;
+		}
+		w = notify_sender(b, m.pid);
+		if (!w) {
+			log_debug("notify socket: ignoring a message from pid %d (not a worker)",
+				  (int)m.pid);
+			continue;
+		}
+		x = &b->extra[batond_record_id(b, w)];
+		if (m.has_status) {
+			memcpy(x->status, m.status, sizeof(x->status));
+			log_debug("generation %u worker %u (pid %d): STATUS=%s", w->gen, w->index,
+				  w->pid, m.status);
+		}
+		if (m.stopping && !x->stopping) {
+			x->stopping = true;
+			log_debug("generation %u worker %u (pid %d): stopping", w->gen, w->index,
+				  w->pid);
+		}
+		if (m.mainpid > 0 && m.mainpid != w->pid)
+			on_mainpid(b, w, m.mainpid);
+		/* READY=1 counts only where it is the readiness asked for (--ready notify). */
+		if (m.ready && !b->cfg.ready_listening && !b->cfg.ready_einhorn)
+			feed_ready(b, w->pid);
+	}
+	return 0;
+}
+
+/*
+ * einhorn's worker library acknowledges startup with one line on EINHORN_SOCK_PATH: a YAML (or
+ * JSON) map with command "worker:ack" and its pid, '%' and newlines escaped as %25 and %0A
+ * (lib/einhorn/client.rb). Returns the pid, or 0 if the line is not an ack.
+ */
+static int einhorn_ack_pid(const char *line)
+{
+	char text[CONTROL_REQUEST_MAX + 1];
+	size_t n = 0;
+	const char *p;
+	long pid;
+
+	for (p = line; *p && n < sizeof(text) - 1; p++) {
+		if (p[0] == '%' && p[1] == '0' && p[2] == 'A') {
+			text[n++] = '\n';
+			p += 2;
+		} else if (p[0] == '%' && p[1] == '2' && p[2] == '5') {
+			text[n++] = '%';
+			p += 2;
+		} else {
+			text[n++] = *p;
+		}
+	}
+	text[n] = '\0';
+	if (!strstr(text, "worker:ack"))
+		return 0;
+	p = strstr(text, "pid");
+	if (!p)
+		return 0;
+	p += strcspn(p, "0123456789\n");
+	if (*p < '0' || *p > '9')
+		return 0;
+	pid = strtol(p, NULL, 10);
+	return pid > 0 && pid <= INT32_MAX ? (int)pid : 0;
+}
+
+static void on_einhorn(void *userdata, struct control_client *cl, const char *line)
+{
+	struct batond *b = userdata;
+	int pid = einhorn_ack_pid(line);
+	const struct rollout_worker *w = pid > 0 ? notify_sender(b, pid) : NULL;
+
+	/* einhorn closes the connection after an ack without answering; so do we. */
+	control_reply(cl, "");
+	if (!w) {
+		log_debug("einhorn socket: ignoring '%s'", line);
+		return;
+	}
+	log_debug("generation %u worker %u (pid %d): worker:ack", w->gen, w->index, w->pid);
+	if (b->cfg.ready_einhorn)
+		feed_ready(b, w->pid);
+}
+
+static int einhorn_open(struct batond *b)
+{
+	int r;
+
+	if (!(b->cfg.pass & SPAWN_PASS_EINHORN))
+		return 0;
+	/*
+	 * Beside the control socket; a private directory of our own if there is none, or if it
+	 * could not be bound (its path may be another batond's, and so would ours be).
+	 */
+	if (b->control && b->control_path[0]) {
+		r = snprintf(b->einhorn_path, sizeof(b->einhorn_path), "%s.einhorn",
+			     b->control_path);
+		if (r < 0 || (size_t)r >= sizeof(b->einhorn_path))
+			return log_error_errno(-ENAMETOOLONG, "einhorn socket for %s",
+					       b->control_path);
+	} else {
+		char dir[] = "/tmp/baton-einhorn.XXXXXX";
+
+		if (!mkdtemp(dir))
+			return log_error_errno(-errno, "einhorn socket directory");
+		_Static_assert(sizeof(dir) <= sizeof(b->einhorn_dir), "einhorn_dir too small");
+		memcpy(b->einhorn_dir, dir, sizeof(dir));
+		(void)snprintf(b->einhorn_path, sizeof(b->einhorn_path), "%s/sock", dir);
+	}
+	r = control_new(b->event, b->einhorn_path, -1, on_einhorn, b, &b->einhorn);
+	if (r < 0)
+		return log_error_errno(r, "einhorn socket %s", b->einhorn_path);
+	return 0;
+}
+
+int events_open(struct batond *b)
+{
+	int r;
+
+	r = sd_event_add_io(b->event, &b->notify_source, b->notify_fd, EPOLLIN, on_notify, b);
+	if (r < 0)
+		return log_error_errno(r, "watch notify socket %s", b->notify_address);
+	r = loop_timer_new(b->event, 1000, on_ready_poll, b, &b->ready_poll);
+	if (r < 0)
+		return log_error_errno(r, "create the readiness poll timer");
+	return einhorn_open(b);
+}
+
+void events_close(struct batond *b)
+{
+	b->einhorn = control_free(b->einhorn, false);
+	if (b->einhorn_dir[0] && rmdir(b->einhorn_dir) < 0)
+		log_warning_errno(-errno, "remove einhorn socket directory %s, ignoring",
+				  b->einhorn_dir);
+	b->einhorn_dir[0] = '\0';
+	b->ready_poll = sd_event_source_unref(b->ready_poll);
+	b->notify_source = sd_event_source_unref(b->notify_source);
+	b->notify_fd = safe_close(b->notify_fd);
+}
