@@ -71,7 +71,8 @@ $(BUILD)/batonctl: $(call obj,supervisor/ctl.c supervisor/command_table.c superv
 		    supervisor/listener.c supervisor/log.c $(PROTO_SRC) $(COMMON_SRC))
 	$(CC) $(ALL_CFLAGS) $^ $(LDLIBS_SD) -o $@
 
-$(BUILD)/example-httpd: $(call obj,worker/examples/example-httpd.c common/duration.c common/sockaddr.c) \
+# The HTTP server that the tests, scripts/demo and tests/bench run.
+$(BUILD)/example-httpd: $(call obj,tests/httpd/example-httpd.c common/duration.c common/sockaddr.c) \
 			 $(BUILD)/libbaton.a
 	$(CC) $(ALL_CFLAGS) $^ $(LDLIBS_SD) -o $@
 
@@ -98,7 +99,7 @@ $(BUILD)/baton-h-c99.o: worker/baton.h
 		$(CC) -std=c99 -pedantic-errors -Wall -Wextra -Werror -Iworker -x c -c - -o $@
 
 # Programs that include baton.h as a user of the library would.
-$(call obj,worker/examples/example-httpd.c tests/unit/test_baton.c): ALL_CFLAGS += -Iworker
+$(call obj,tests/httpd/example-httpd.c tests/unit/test_baton.c): ALL_CFLAGS += -Iworker
 
 $(BUILD)/loadgen: $(call obj,tests/bench/loadgen.c $(PROTO_SRC) $(COMMON_SRC))
 	$(CC) $(ALL_CFLAGS) -pthread $^ -o $@
