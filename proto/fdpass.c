@@ -44,6 +44,8 @@ int proto_send(int fd, const void *buf, size_t len, const int *fds, size_t n_fds
 		mh.msg_control = control.buf;
 		mh.msg_controllen = CMSG_SPACE(sizeof(int) * n_fds);
 		c = CMSG_FIRSTHDR(&mh);
+		if (!c) /* cannot happen: msg_controllen holds a header; the analyzer cannot tell */
+			return -EINVAL;
 		c->cmsg_level = SOL_SOCKET;
 		c->cmsg_type = SCM_RIGHTS;
 		c->cmsg_len = CMSG_LEN(sizeof(int) * n_fds);

@@ -51,7 +51,7 @@ static int get_u8(struct reader *r, uint8_t *ret)
 
 static int get_u16(struct reader *r, uint16_t *ret)
 {
-	uint16_t v;
+	uint16_t v = 0;
 
 	if (get_bytes(r, &v, sizeof(v)) < 0)
 		return -EBADMSG;
@@ -61,7 +61,7 @@ static int get_u16(struct reader *r, uint16_t *ret)
 
 static int get_u32(struct reader *r, uint32_t *ret)
 {
-	uint32_t v;
+	uint32_t v = 0;
 
 	if (get_bytes(r, &v, sizeof(v)) < 0)
 		return -EBADMSG;
@@ -136,9 +136,9 @@ static bool role_is_known(unsigned role)
 static int decode_header(const uint8_t *buf, size_t len, bool any_major, struct proto_header *ret)
 {
 	struct reader r = { .buf = buf, .len = len };
-	uint32_t magic, length;
-	uint8_t major, minor;
-	uint16_t type;
+	uint32_t magic = 0, length = 0;
+	uint8_t major = 0, minor = 0;
+	uint16_t type = 0;
 
 	if (!buf || len < PROTO_HEADER_SIZE)
 		return -EBADMSG;
@@ -192,7 +192,7 @@ static int end(const struct reader *r)
 int proto_decode_hello(const uint8_t *buf, size_t len, struct proto_hello *ret)
 {
 	struct reader r;
-	uint32_t pid;
+	uint32_t pid = 0;
 	uint16_t role, flags;
 	int k;
 
@@ -213,7 +213,7 @@ int proto_decode_hello(const uint8_t *buf, size_t len, struct proto_hello *ret)
 /* Reads one length-prefixed string of 0..255 bytes into ret (NUL-terminated). */
 static int get_string8(struct reader *r, char ret[static UINT8_MAX + 1], size_t *ret_n)
 {
-	uint8_t n;
+	uint8_t n = 0;
 
 	if (get_u8(r, &n) < 0 || get_bytes(r, ret, n) < 0)
 		return -EBADMSG;
@@ -226,7 +226,7 @@ static int get_string8(struct reader *r, char ret[static UINT8_MAX + 1], size_t 
 static int get_listener(struct reader *r, struct proto_listener *ret)
 {
 	size_t name_len, address_len;
-	uint8_t kind;
+	uint8_t kind = 0;
 
 	if (get_u8(r, &kind) < 0 || !kind_is_known(kind))
 		return -EBADMSG;
@@ -322,7 +322,7 @@ static int decode_text_body(const uint8_t *buf, size_t len, uint16_t type, bool 
 			    uint32_t *ret_number, char ret_text[static PROTO_TEXT_MAX + 1])
 {
 	struct reader r;
-	uint16_t n;
+	uint16_t n = 0;
 	int k;
 
 	k = begin(buf, len, type, any_major, &r);
@@ -338,7 +338,7 @@ static int decode_text_body(const uint8_t *buf, size_t len, uint16_t type, bool 
 
 int proto_decode_status(const uint8_t *buf, size_t len, struct proto_status *ret)
 {
-	uint32_t inflight;
+	uint32_t inflight = 0;
 	char text[PROTO_TEXT_MAX + 1];
 	int k;
 
@@ -353,7 +353,7 @@ int proto_decode_status(const uint8_t *buf, size_t len, struct proto_status *ret
 
 int proto_decode_error(const uint8_t *buf, size_t len, struct proto_error *ret)
 {
-	uint32_t code;
+	uint32_t code = 0;
 	char text[PROTO_TEXT_MAX + 1];
 	int k;
 

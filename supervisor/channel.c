@@ -406,35 +406,22 @@ static bool handle(struct channel *c, const uint8_t *buf, size_t len, size_t n_f
 		return false;
 	}
 
-	switch (h.type) {
-	case PROTO_READY:
-		r = proto_decode_ready(buf, len);
-		if (r < 0) {
-			fail(c, r, EBADMSG, "malformed READY");
-			return false;
-		}
-		if (c->ops.ready)
-			c->ops.ready(c->userdata);
-		break;
-	case PROTO_DRAINED:
-		r = proto_decode_drained(buf, len);
-		if (r < 0) {
-			fail(c, r, EBADMSG, "malformed DRAINED");
-			return false;
-		}
-		if (c->ops.drained)
-			c->ops.drained(c->userdata);
-		break;
-	default:
+	if (h.type == PROTO_STATUS)
 		r = proto_decode_status(buf, len, &status);
-		if (r < 0) {
-			fail(c, r, EBADMSG, "malformed STATUS");
-			return false;
-		}
-		if (c->ops.status)
-			c->ops.status(c->userdata, status.inflight, status.text);
-		break;
+	else if (h.type == PROTO_READY)
+		r = proto_decode_ready(buf, len);
+	else
+		r = proto_decode_drained(buf, len);
+	if (r < 0) {
+		fail(c, r, EBADMSG, "malformed %s", proto_type_to_string(h.type));
+		return false;
 	}
+	if (h.type == PROTO_STATUS && c->ops.status)
+		c->ops.status(c->userdata, status.inflight, status.text);
+	else if (h.type == PROTO_READY && c->ops.ready)
+		c->ops.ready(c->userdata);
+	else if (h.type == PROTO_DRAINED && c->ops.drained)
+		c->ops.drained(c->userdata);
 	/* The callback may have freed or closed the channel. */
 	return !c->free_pending && !c->dead;
 }

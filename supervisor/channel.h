@@ -13,7 +13,7 @@
 
 #define CHANNEL_MAX_QUEUED 8   /* messages (DRAIN) waiting for the peer to read, then cut off */
 #define CHANNEL_MAX_READS  16  /* messages read per wakeup, so one peer cannot starve others */
-#define CHANNEL_LABEL_MAX  128 /* bytes of the label that names the peer in log lines */
+#define CHANNEL_LABEL_MAX  192 /* bytes of the label that names the peer in log lines */
 /* Bytes of one received message: the longest a peer sends in 1.0 is STATUS or ERROR, 1,042. */
 #define CHANNEL_RECV_MAX 2048
 

@@ -268,15 +268,16 @@ int commands_open(struct batond *b)
 		}
 		make_parent_dir(b->control_path);
 	}
+	/* control_new() owns the adopted fd from here, even when it fails. */
 	r = control_new(b->event, b->control_path, b->adopted_control_fd, on_request, b,
 			&b->control);
+	b->adopted_control_fd = -1;
 	if (r < 0) {
 		log_full_errno(b->cfg.control ? LOG_ERR : LOG_WARNING, r, "control socket %s%s",
 			       b->control_path,
 			       b->cfg.control ? "" : "; batonctl cannot reach this batond");
 		return b->cfg.control ? r : 0;
 	}
-	b->adopted_control_fd = -1;
 	return 0;
 }
 

@@ -295,6 +295,15 @@ static int usage_error(const char *fmt, ...)
 }
 
 /* --NAME DURATION into *ret; a usage error otherwise. */
+static int uint_option(const char *name, const char *arg, unsigned min, unsigned max, unsigned *ret)
+{
+	if (parse_uint(arg, min, max, ret) == 0)
+		return 0;
+	if (max == INT_MAX)
+		return usage_error("invalid --%s '%s': expected %u or more", name, arg, min);
+	return usage_error("invalid --%s '%s': expected %u to %u", name, arg, min, max);
+}
+
 static int duration_option(const char *name, const char *arg, uint64_t *ret)
 {
 	if (duration_parse(arg, ret) < 0)
@@ -351,6 +360,7 @@ int config_parse(int argc, char **argv, struct config *c)
 	};
 	bool upgrade_check = false, drain_signal_given = false;
 	unsigned u;
+	int longindex = 0;
 	int opt, r;
 
 	memset(c, 0, sizeof(*c));
@@ -367,7 +377,7 @@ int config_parse(int argc, char **argv, struct config *c)
 	optind = 0; /* full reset: config_parse may run more than once (tests) */
 	opterr = 0;
 	/* '+': stop at the first non-option, which is the worker command. */
-	while ((opt = getopt_long(argc, argv, "+:l:n:c:vhV", options, NULL)) >= 0) {
+	while ((opt = getopt_long(argc, argv, "+:l:n:c:vhV", options, &longindex)) >= 0) {
 		switch (opt) {
 		case 'l': {
 			struct listener *l;
@@ -398,25 +408,18 @@ int config_parse(int argc, char **argv, struct config *c)
 			break;
 		}
 		case OPT_BACKLOG:
-			r = parse_uint(optarg, 1, INT_MAX, &u);
+			r = uint_option("backlog", optarg, 1, INT_MAX, &u);
 			if (r < 0)
-				return usage_error("invalid --backlog '%s': expected 1 or more",
-						   optarg);
+				return r;
 			c->backlog = (int)u;
 			break;
 		case 'n':
-			r = parse_uint(optarg, 1, ROLLOUT_MAX_WORKERS, &u);
-			if (r < 0)
-				return usage_error("invalid --workers '%s': expected 1 to 256",
-						   optarg);
-			c->rollout.n_workers = u;
-			break;
 		case OPT_BATCH:
-			r = parse_uint(optarg, 1, ROLLOUT_MAX_WORKERS, &u);
+			r = uint_option(opt == 'n' ? "workers" : "batch", optarg, 1,
+					ROLLOUT_MAX_WORKERS, &u);
 			if (r < 0)
-				return usage_error("invalid --batch '%s': expected 1 to 256",
-						   optarg);
-			c->rollout.batch = u;
+				return r;
+			*(opt == 'n' ? &c->rollout.n_workers : &c->rollout.batch) = u;
 			break;
 		case OPT_PASS:
 			if (config_parse_pass(optarg, &c->pass) < 0)
@@ -466,8 +469,14 @@ int config_parse(int argc, char **argv, struct config *c)
 						   optarg);
 			break;
 		case OPT_READY_TIMEOUT:
-			r = duration_option("ready-timeout", optarg,
-					    &c->rollout.ready_timeout_usec);
+		case OPT_DRAIN_TIMEOUT:
+		case OPT_STOP_TIMEOUT:
+			/* Only long options: longindex names the one given. */
+			r = duration_option(
+				options[longindex].name, optarg,
+				opt == OPT_READY_TIMEOUT   ? &c->rollout.ready_timeout_usec
+				: opt == OPT_DRAIN_TIMEOUT ? &c->rollout.drain_timeout_usec
+							   : &c->stop_timeout_usec);
 			if (r < 0)
 				return r;
 			break;
@@ -480,12 +489,6 @@ int config_parse(int argc, char **argv, struct config *c)
 			c->drain_signal = r;
 			drain_signal_given = true;
 			break;
-		case OPT_DRAIN_TIMEOUT:
-			r = duration_option("drain-timeout", optarg,
-					    &c->rollout.drain_timeout_usec);
-			if (r < 0)
-				return r;
-			break;
 		case OPT_STOP_MODE:
 			if (strcmp(optarg, "graceful") == 0)
 				c->stop_mode = CONFIG_STOP_GRACEFUL;
@@ -495,11 +498,6 @@ int config_parse(int argc, char **argv, struct config *c)
 				return usage_error("invalid --stop-mode '%s': expected graceful or "
 						   "immediate",
 						   optarg);
-			break;
-		case OPT_STOP_TIMEOUT:
-			r = duration_option("stop-timeout", optarg, &c->stop_timeout_usec);
-			if (r < 0)
-				return r;
 			break;
 		case OPT_PRELOAD:
 			r = config_find_preload(optarg, c->preload, sizeof(c->preload));

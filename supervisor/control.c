@@ -7,20 +7,19 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/queue.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
 #include "cleanup.h"
-#include "listener.h"
 #include "log.h"
-
-#define CONTROL_EMFILE_PAUSE_USEC (1000 * 1000) /* accept paused this long when out of fds */
+#include "unix_server.h"
 
 struct control_client {
 	struct control *ctl;
-	struct control_client *next;
+	LIST_ENTRY(control_client) link;
 	int fd;
 	sd_event_source *source;
 	char in[CONTROL_REQUEST_MAX + 1];
@@ -35,12 +34,10 @@ struct control_client {
 
 struct control {
 	sd_event *event;
-	struct listener l;
-	sd_event_source *source;
-	sd_event_source *pause;
+	struct unix_server *server;
 	control_request_fn fn;
 	void *userdata;
-	struct control_client *clients;
+	LIST_HEAD(, control_client) clients;
 	unsigned n_clients;
 };
 
@@ -48,15 +45,10 @@ static void client_free(struct control_client *cl)
 {
 	struct control *c = cl->ctl;
 
-	for (struct control_client **p = &c->clients; *p; p = &(*p)->next) {
-		if (*p == cl) {
-			*p = cl->next;
-			break;
-		}
-	}
+	LIST_REMOVE(cl, link);
 	/* A slot is free again: take the next connection waiting in the backlog. */
-	if (c->n_clients-- == CONTROL_MAX_CLIENTS)
-		(void)sd_event_source_set_enabled(c->source, SD_EVENT_ON);
+	c->n_clients--;
+	unix_server_client_gone(c->server);
 	sd_event_source_disable_unref(cl->source);
 	close_fdp(&cl->fd);
 	free(cl->out);
@@ -133,68 +125,35 @@ static int on_client(sd_event_source *s, int fd, uint32_t revents, void *userdat
 	return 0;
 }
 
-static int on_pause_end(sd_event_source *s, uint64_t usec, void *userdata)
+/* Consumes fd. Only root and our own uid may talk to batond. */
+static bool on_accept(void *userdata, int fd_in, const struct ucred *cred)
 {
+	_cleanup_close_ int fd = fd_in;
 	struct control *c = userdata;
+	struct control_client *cl;
 
-	(void)s;
-	(void)usec;
-	return sd_event_source_set_enabled(c->source, SD_EVENT_ON);
-}
-
-static int on_accept(sd_event_source *s, int fd, uint32_t revents, void *userdata)
-{
-	struct control *c = userdata;
-
-	(void)s;
-	(void)revents;
-	while (c->n_clients < CONTROL_MAX_CLIENTS) {
-		_cleanup_close_ int cfd = accept4(fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
-		struct control_client *cl;
-		struct ucred cred;
-		socklen_t len = sizeof(cred);
-		int r;
-
-		if (cfd < 0) {
-			if (errno == EMFILE || errno == ENFILE) {
-				uint64_t now;
-
-				/* Out of fds: pause instead of spinning on a readable socket. */
-				log_warning_errno(-errno, "control: accept, pausing for 1s");
-				(void)sd_event_now(c->event, CLOCK_MONOTONIC, &now);
-				(void)sd_event_source_set_enabled(c->source, SD_EVENT_OFF);
-				(void)sd_event_source_set_time(c->pause,
-							       now + CONTROL_EMFILE_PAUSE_USEC);
-				(void)sd_event_source_set_enabled(c->pause, SD_EVENT_ONESHOT);
-			}
-			return 0;
-		}
-		if (getsockopt(cfd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0)
-			continue;
-		if (cred.uid != 0 && cred.uid != getuid()) {
-			log_warning("control: refusing pid %d uid %u (only root and uid %u)",
-				    (int)cred.pid, (unsigned)cred.uid, (unsigned)getuid());
-			continue;
-		}
-		cl = calloc(1, sizeof(*cl));
-		if (!cl)
-			return 0;
-		cl->ctl = c;
-		cl->uid = cred.uid;
-		cl->pid = cred.pid;
-		r = sd_event_add_io(c->event, &cl->source, cfd, EPOLLIN, on_client, cl);
-		if (r < 0) {
-			free(cl);
-			continue;
-		}
-		cl->fd = TAKE_FD(cfd);
-		cl->next = c->clients;
-		c->clients = cl;
-		c->n_clients++;
+	if (cred->uid != 0 && cred->uid != getuid()) {
+		log_warning("control: refusing pid %d uid %u (only root and uid %u)",
+			    (int)cred->pid, (unsigned)cred->uid, (unsigned)getuid());
+		return false;
 	}
-	/* Full: the rest wait in the listen backlog, and we sleep until a client leaves. */
-	(void)sd_event_source_set_enabled(c->source, SD_EVENT_OFF);
-	return 0;
+	cl = calloc(1, sizeof(*cl));
+	if (!cl) {
+		log_warning_errno(-ENOMEM, "control: pid %d, closing", (int)cred->pid);
+		return false;
+	}
+	cl->ctl = c;
+	cl->uid = cred->uid;
+	cl->pid = cred->pid;
+	if (sd_event_add_io(c->event, &cl->source, fd, EPOLLIN, on_client, cl) < 0) {
+		log_warning("control: watch pid %d, closing", (int)cred->pid);
+		free(cl);
+		return false;
+	}
+	cl->fd = TAKE_FD(fd);
+	LIST_INSERT_HEAD(&c->clients, cl, link);
+	c->n_clients++;
+	return true;
 }
 
 void control_reply(struct control_client *cl, const char *text)
@@ -229,10 +188,10 @@ long control_client_get_data(const struct control_client *cl)
 void control_foreach_waiting(struct control *c, void (*fn)(struct control_client *, void *),
 			     void *userdata)
 {
-	struct control_client *cl = c ? c->clients : NULL;
+	struct control_client *cl = c ? LIST_FIRST(&c->clients) : NULL;
 
 	while (cl) {
-		struct control_client *next = cl->next; /* fn may reply, which frees cl */
+		struct control_client *next = LIST_NEXT(cl, link); /* fn may reply: frees cl */
 
 		if (cl->asked && !cl->out)
 			fn(cl, userdata);
@@ -242,57 +201,36 @@ void control_foreach_waiting(struct control *c, void (*fn)(struct control_client
 
 int control_fd(const struct control *c)
 {
-	return c->l.fd;
+	return unix_server_fd(c->server);
 }
 
 int control_new(sd_event *e, const char *path, int listen_fd, control_request_fn fn, void *userdata,
 		struct control **ret)
 {
 	_cleanup_free_ struct control *c = calloc(1, sizeof(*c));
-	char spec[8 + sizeof(c->l.addr.un.sun_path)];
+	char label[160];
+	struct unix_server_params p = {
+		.path = path,
+		.type = SOCK_STREAM,
+		.mode = 0600,
+		.backlog = CONTROL_MAX_CLIENTS,
+		.max_clients = CONTROL_MAX_CLIENTS,
+		.adopt_fd = listen_fd,
+		.label = label,
+		.accept = on_accept,
+		.userdata = c,
+	};
 	int r;
 
-	if (!c)
+	if (!c) {
+		if (listen_fd >= 0)
+			(void)close(listen_fd);
 		return -ENOMEM;
-	if (strlen(path) >= sizeof(c->l.addr.un.sun_path))
-		return -ENAMETOOLONG;
-	(void)snprintf(spec, sizeof(spec), "unix:%s", path);
-	r = listener_parse(spec, 0, &c->l);
+	}
+	(void)snprintf(label, sizeof(label), "control socket %s", path);
+	r = unix_server_new(e, &p, &c->server);
 	if (r < 0)
 		return r;
-	if (listen_fd >= 0) {
-		c->l.fd = listen_fd;
-		c->l.owns_path = true;
-		{
-			struct stat st;
-
-			if (stat(path, &st) == 0) {
-				c->l.path_dev = st.st_dev;
-				c->l.path_ino = st.st_ino;
-			}
-		}
-	} else {
-		mode_t old = umask(0177); /* 0600 from birth: no window where others can connect */
-
-		r = listener_bind(&c->l, CONTROL_MAX_CLIENTS);
-		(void)umask(old);
-		if (r < 0)
-			return r;
-	}
-	r = sd_event_add_io(e, &c->source, c->l.fd, EPOLLIN, on_accept, c);
-	if (r < 0) {
-		if (listen_fd < 0)
-			listener_close(&c->l);
-		return r;
-	}
-	r = sd_event_add_time(e, &c->pause, CLOCK_MONOTONIC, UINT64_MAX, 1000, on_pause_end, c);
-	if (r < 0) {
-		c->source = sd_event_source_disable_unref(c->source);
-		if (listen_fd < 0)
-			listener_close(&c->l);
-		return r;
-	}
-	(void)sd_event_source_set_enabled(c->pause, SD_EVENT_OFF);
 	c->event = e;
 	c->fn = fn;
 	c->userdata = userdata;
@@ -304,13 +242,9 @@ struct control *control_free(struct control *c, bool keep_file)
 {
 	if (!c)
 		return NULL;
-	while (c->clients)
-		client_free(c->clients);
-	c->source = sd_event_source_disable_unref(c->source);
-	c->pause = sd_event_source_disable_unref(c->pause);
-	if (keep_file)
-		c->l.owns_path = false;
-	listener_close(&c->l);
+	while (!LIST_EMPTY(&c->clients))
+		client_free(LIST_FIRST(&c->clients));
+	c->server = unix_server_free(c->server, keep_file);
 	free(c);
 	return NULL;
 }

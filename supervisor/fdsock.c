@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/queue.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -19,6 +20,7 @@
 #include "fdpass.h"
 #include "log.h"
 #include "proto.h"
+#include "unix_server.h"
 
 #define PEER_GROUPS_ON_STACK 64	       /* supplementary groups read without allocating */
 #define PEER_GROUPS_MAX	     65536     /* the kernel's NGROUPS_MAX */
@@ -27,7 +29,7 @@
 
 struct fdsock_client {
 	struct fdsock *s;
-	struct fdsock_client *next;
+	LIST_ENTRY(fdsock_client) link;
 	struct channel *ch;
 	sd_event_source *timer;
 	char label[CHANNEL_LABEL_MAX];
@@ -35,17 +37,15 @@ struct fdsock_client {
 
 struct fdsock {
 	sd_event *event;
-	struct listener l; /* our own socket; listener_close() removes the file if still ours */
-	sd_event_source *source;
-	sd_event_source *pause;
-	bool paused; /* out of fds: accept is off until the pause timer */
+	struct unix_server *server;
+	char path[108];
 	const struct listener *listeners;
 	size_t n_listeners;
 	uid_t *allow_uids;
 	size_t n_uids;
 	gid_t *allow_gids;
 	size_t n_gids;
-	struct fdsock_client *clients;
+	LIST_HEAD(, fdsock_client) clients;
 	unsigned n_clients;
 	uint64_t log_window_usec; /* start of the current refusal-logging interval */
 	unsigned n_logged, n_unlogged;
@@ -58,25 +58,13 @@ static void fdsock_freep(struct fdsock **s)
 
 /* --- clients --- */
 
-/* Accept is on unless we are full or paused out of fds. */
-static void update_accepting(struct fdsock *s)
-{
-	bool on = !s->paused && s->n_clients < FDSOCK_MAX_CLIENTS;
-
-	(void)sd_event_source_set_enabled(s->source, on ? SD_EVENT_ON : SD_EVENT_OFF);
-}
-
 static void client_free(struct fdsock_client *cl)
 {
 	struct fdsock *s = cl->s;
 
-	for (struct fdsock_client **p = &s->clients; *p; p = &(*p)->next) {
-		if (*p == cl) {
-			*p = cl->next;
-			break;
-		}
-	}
+	LIST_REMOVE(cl, link);
 	s->n_clients--;
+	unix_server_client_gone(s->server);
 	cl->ch = channel_free(cl->ch);
 	cl->timer = sd_event_source_disable_unref(cl->timer);
 	free(cl);
@@ -91,20 +79,17 @@ static void on_client_closed(void *userdata, int error)
 	if (error == 0)
 		log_debug("%s: sent %zu listeners", cl->label, s->n_listeners);
 	client_free(cl);
-	update_accepting(s);
 }
 
 static int on_client_timeout(sd_event_source *t, uint64_t usec, void *userdata)
 {
 	struct fdsock_client *cl = userdata;
-	struct fdsock *s = cl->s;
 
 	(void)t;
 	(void)usec;
 	log_warning("%s: closing: not done within %llu ms", cl->label,
 		    (unsigned long long)(FDSOCK_CLIENT_TIMEOUT_USEC / 1000));
 	client_free(cl);
-	update_accepting(s);
 	return 0;
 }
 
@@ -162,7 +147,7 @@ static void log_refusal(struct fdsock *s, const struct ucred *cred)
 	(void)sd_event_now(s->event, CLOCK_MONOTONIC, &now);
 	if (now - s->log_window_usec >= FDSOCK_LOG_INTERVAL_USEC) {
 		if (s->n_unlogged > 0)
-			log_warning("fd-socket %s: %u more refusals not logged", s->l.spec + 5,
+			log_warning("fd-socket %s: %u more refusals not logged", s->path,
 				    s->n_unlogged);
 		s->log_window_usec = now;
 		s->n_logged = 0;
@@ -175,7 +160,7 @@ static void log_refusal(struct fdsock *s, const struct ucred *cred)
 	s->n_logged++;
 	log_warning("fd-socket %s: refusing pid %d uid %u gid %u (allowed: root, uid %u, "
 		    "--fd-allow)",
-		    s->l.spec + 5, (int)cred->pid, (unsigned)cred->uid, (unsigned)cred->gid,
+		    s->path, (int)cred->pid, (unsigned)cred->uid, (unsigned)cred->gid,
 		    (unsigned)geteuid());
 }
 
@@ -193,7 +178,7 @@ static void refuse(int fd)
 }
 
 /* Consumes fd. */
-static void add_client(struct fdsock *s, int fd_in, const struct ucred *cred)
+static bool add_client(struct fdsock *s, int fd_in, const struct ucred *cred)
 {
 	static const struct channel_ops ops = { .closed = on_client_closed };
 	_cleanup_close_ int fd = fd_in;
@@ -203,12 +188,12 @@ static void add_client(struct fdsock *s, int fd_in, const struct ucred *cred)
 
 	cl = calloc(1, sizeof(*cl));
 	if (!cl) {
-		(void)log_warning_errno(-ENOMEM, "fd-socket %s: pid %d uid %u, closing",
-					s->l.spec + 5, (int)cred->pid, (unsigned)cred->uid);
-		return;
+		(void)log_warning_errno(-ENOMEM, "fd-socket %s: pid %d uid %u, closing", s->path,
+					(int)cred->pid, (unsigned)cred->uid);
+		return false;
 	}
 	cl->s = s;
-	(void)snprintf(cl->label, sizeof(cl->label), "fd-socket %s: pid %d uid %u", s->l.spec + 5,
+	(void)snprintf(cl->label, sizeof(cl->label), "fd-socket %s: pid %d uid %u", s->path,
 		       (int)cred->pid, (unsigned)cred->uid);
 	(void)sd_event_now(s->event, CLOCK_MONOTONIC, &now);
 	r = sd_event_add_time(s->event, &cl->timer, CLOCK_MONOTONIC,
@@ -220,122 +205,25 @@ static void add_client(struct fdsock *s, int fd_in, const struct ucred *cred)
 		(void)log_warning_errno(r, "%s: closing", cl->label);
 		cl->timer = sd_event_source_disable_unref(cl->timer);
 		free(cl);
-		return;
+		return false;
 	}
-	cl->next = s->clients;
-	s->clients = cl;
+	LIST_INSERT_HEAD(&s->clients, cl, link);
 	s->n_clients++;
+	return true;
 }
 
-static int on_pause_end(sd_event_source *t, uint64_t usec, void *userdata)
+/* Consumes fd: a client if its credentials pass, else refused and closed. */
+static bool on_accept(void *userdata, int fd_in, const struct ucred *cred)
 {
+	_cleanup_close_ int fd = fd_in;
 	struct fdsock *s = userdata;
 
-	(void)t;
-	(void)usec;
-	s->paused = false;
-	update_accepting(s);
-	return 0;
-}
-
-static void pause_accept(struct fdsock *s, int error)
-{
-	uint64_t now = 0;
-
-	/* Out of fds: a readable listening socket would wake us in a loop. Pause instead. */
-	(void)log_warning_errno(error, "fd-socket %s: accept, pausing for %llu ms", s->l.spec + 5,
-				(unsigned long long)(FDSOCK_EMFILE_PAUSE_USEC / 1000));
-	(void)sd_event_now(s->event, CLOCK_MONOTONIC, &now);
-	(void)sd_event_source_set_time(s->pause, now + FDSOCK_EMFILE_PAUSE_USEC);
-	(void)sd_event_source_set_enabled(s->pause, SD_EVENT_ONESHOT);
-	s->paused = true;
-	update_accepting(s);
-}
-
-static int on_accept(sd_event_source *src, int fd, uint32_t revents, void *userdata)
-{
-	struct fdsock *s = userdata;
-
-	(void)src;
-	(void)revents;
-	while (s->n_clients < FDSOCK_MAX_CLIENTS) {
-		_cleanup_close_ int cfd = accept4(fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
-		struct ucred cred;
-		int r;
-
-		if (cfd < 0) {
-			if (errno == EINTR || errno == ECONNABORTED)
-				continue;
-			if (errno == EMFILE || errno == ENFILE)
-				pause_accept(s, -errno);
-			else if (errno != EAGAIN)
-				(void)log_warning_errno(-errno, "fd-socket %s: accept",
-							s->l.spec + 5);
-			return 0;
-		}
-		r = proto_peer_cred(cfd, &cred);
-		if (r < 0) {
-			(void)log_warning_errno(r, "fd-socket %s: peer credentials, closing",
-						s->l.spec + 5);
-			continue;
-		}
-		if (!peer_is_allowed(s, cfd, &cred)) {
-			log_refusal(s, &cred);
-			refuse(cfd);
-			continue;
-		}
-		add_client(s, TAKE_FD(cfd), &cred);
+	if (!peer_is_allowed(s, fd, cred)) {
+		log_refusal(s, cred);
+		refuse(fd);
+		return false;
 	}
-	/* Full: the rest wait in the backlog; accept is back on when a client leaves. */
-	update_accepting(s);
-	return 0;
-}
-
-/* --- the listening socket --- */
-
-/*
- * listener_bind() makes SOCK_STREAM Unix sockets only; the protocol needs SOCK_SEQPACKET. Same
- * rules otherwise: CLOEXEC and non-blocking from birth, a stale file replaced, its identity
- * recorded so that listener_close() removes only our own file.
- */
-static int bind_seqpacket(struct listener *l, mode_t mode)
-{
-	_cleanup_close_ int fd = -1;
-	bool is_path = l->addr.un.sun_path[0] != '\0';
-	mode_t old;
-	int r = 0;
-
-	fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-	if (fd < 0)
-		return -errno;
-	/* The mode from birth: no window in which others could connect to a 0666 file of 0600. */
-	old = umask(~mode & 0777);
-	if (bind(fd, &l->addr.sa, l->addr_len) < 0) {
-		r = -errno;
-		if (r == -EADDRINUSE && is_path) {
-			r = listener_unix_path_is_stale(l, SOCK_SEQPACKET);
-			if (r > 0 && unlink(l->addr.un.sun_path) < 0 && errno != ENOENT)
-				r = -errno;
-			if (r > 0)
-				r = bind(fd, &l->addr.sa, l->addr_len) < 0 ? -errno : 0;
-		}
-	}
-	(void)umask(old);
-	if (r < 0)
-		return r;
-	if (listen(fd, FDSOCK_BACKLOG) < 0)
-		return -errno;
-	if (is_path) {
-		struct stat st;
-
-		if (stat(l->addr.un.sun_path, &st) < 0)
-			return -errno;
-		l->owns_path = true;
-		l->path_dev = st.st_dev;
-		l->path_ino = st.st_ino;
-	}
-	l->fd = TAKE_FD(fd);
-	return 0;
+	return add_client(s, TAKE_FD(fd), cred);
 }
 
 static void *memdup_array(const void *p, size_t n, size_t size)
@@ -355,7 +243,21 @@ int fdsock_new(sd_event *e, const char *path, const struct listener *listeners, 
 	       struct fdsock **ret)
 {
 	_cleanup_(fdsock_freep) struct fdsock *s = NULL;
-	char spec[8 + sizeof(((struct sockaddr_un *)NULL)->sun_path)];
+	char label[160];
+	struct unix_server_params p = {
+		.path = path,
+		.type = SOCK_SEQPACKET,
+		/*
+		 * 0600 when both allow lists are empty; else 0666, because a file mode cannot
+		 * express a list of uids and groups: the credential check is then the gate.
+		 */
+		.mode = n_uids == 0 && n_gids == 0 ? 0600 : 0666,
+		.backlog = FDSOCK_BACKLOG,
+		.max_clients = FDSOCK_MAX_CLIENTS,
+		.adopt_fd = -1,
+		.label = label,
+		.accept = on_accept,
+	};
 	int r;
 
 	if (!e || !path || !*path || !ret || (n > 0 && !listeners) || (n_uids > 0 && !allow_uids) ||
@@ -373,7 +275,7 @@ int fdsock_new(sd_event *e, const char *path, const struct listener *listeners, 
 	s = calloc(1, sizeof(*s));
 	if (!s)
 		return -ENOMEM;
-	s->l.fd = -1;
+	p.userdata = s;
 	s->event = sd_event_ref(e);
 	s->listeners = listeners;
 	s->n_listeners = n;
@@ -383,24 +285,9 @@ int fdsock_new(sd_event *e, const char *path, const struct listener *listeners, 
 	s->allow_gids = memdup_array(allow_gids, n_gids, sizeof(gid_t));
 	if ((n_uids > 0 && !s->allow_uids) || (n_gids > 0 && !s->allow_gids))
 		return -ENOMEM;
-
-	(void)snprintf(spec, sizeof(spec), "unix:%s", path);
-	r = listener_parse(spec, 0, &s->l);
-	if (r < 0)
-		return r;
-	if (s->l.kind != LISTENER_UNIX)
-		return -EINVAL;
-	r = bind_seqpacket(&s->l, n_uids == 0 && n_gids == 0 ? 0600 : 0666);
-	if (r < 0)
-		return r;
-
-	r = sd_event_add_io(e, &s->source, s->l.fd, EPOLLIN, on_accept, s);
-	if (r < 0)
-		return r;
-	r = sd_event_add_time(e, &s->pause, CLOCK_MONOTONIC, UINT64_MAX, 1000, on_pause_end, s);
-	if (r < 0)
-		return r;
-	r = sd_event_source_set_enabled(s->pause, SD_EVENT_OFF);
+	(void)snprintf(s->path, sizeof(s->path), "%s", path);
+	(void)snprintf(label, sizeof(label), "fd-socket %s", path);
+	r = unix_server_new(e, &p, &s->server);
 	if (r < 0)
 		return r;
 	*ret = TAKE_PTR(s);
@@ -411,11 +298,9 @@ struct fdsock *fdsock_free(struct fdsock *s)
 {
 	if (!s)
 		return NULL;
-	while (s->clients)
-		client_free(s->clients);
-	s->source = sd_event_source_disable_unref(s->source);
-	s->pause = sd_event_source_disable_unref(s->pause);
-	listener_close(&s->l);
+	while (!LIST_EMPTY(&s->clients))
+		client_free(LIST_FIRST(&s->clients));
+	s->server = unix_server_free(s->server, false);
 	free(s->allow_uids);
 	free(s->allow_gids);
 	s->event = sd_event_unref(s->event);
@@ -470,10 +355,15 @@ static int lookup_name(const char *name, bool group, uint32_t *ret)
 		}
 		if (r != 0)
 			return -r;
-		if (group ? !grp : !pwp)
-			return -ESRCH;
-		*ret = group ? (uint32_t)gr.gr_gid : (uint32_t)pw.pw_uid;
-		return 0;
+		if (group && grp) {
+			*ret = (uint32_t)grp->gr_gid;
+			return 0;
+		}
+		if (!group && pwp) {
+			*ret = (uint32_t)pwp->pw_uid;
+			return 0;
+		}
+		return -ESRCH;
 	}
 }
 

@@ -14,7 +14,6 @@
 #define FDSOCK_BACKLOG		   64  /* connections the kernel queues for us beyond those */
 #define FDSOCK_MAX_ALLOW	   256 /* entries in each allow list */
 #define FDSOCK_CLIENT_TIMEOUT_USEC (5 * 1000 * 1000)  /* one client's whole conversation */
-#define FDSOCK_EMFILE_PAUSE_USEC   (1000 * 1000)      /* accept paused when out of fds */
 #define FDSOCK_REFUSALS_LOGGED	   10		      /* refusals logged per interval */
 #define FDSOCK_LOG_INTERVAL_USEC   (10 * 1000 * 1000) /* ... of this long; the rest counted */
 

@@ -243,7 +243,8 @@ int procscan_tree(pid_t pid, pid_t pgid, pid_t *ret_pids, size_t max, size_t *re
 		all[n].mine = p == pid || (pgid > 0 && all[n].pgrp == pgid);
 		n++;
 	}
-	qsort(all, n, sizeof(*all), by_pid);
+	if (n > 0) /* all is NULL when /proc listed no process: qsort() wants a real array */
+		qsort(all, n, sizeof(*all), by_pid);
 	/* Descendants, a generation per round: a child that called setsid() is still the worker's. */
 	do {
 		grew = false;

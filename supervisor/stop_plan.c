@@ -35,17 +35,14 @@ bool stop_plan_stopping(enum stop_stage stage)
 
 const char *stop_stage_to_string(enum stop_stage stage)
 {
-	switch (stage) {
-	case STOP_RUNNING:
-		return "running";
-	case STOP_QUEUES:
-		return "emptying queues";
-	case STOP_WORKERS:
-		return "draining workers";
-	case STOP_KILLING:
-		return "killing workers";
-	}
-	return "?";
+	static const char *const names[] = {
+		[STOP_RUNNING] = "running",
+		[STOP_QUEUES] = "emptying queues",
+		[STOP_WORKERS] = "draining workers",
+		[STOP_KILLING] = "killing workers",
+	};
+
+	return (size_t)stage < sizeof(names) / sizeof(names[0]) ? names[stage] : "?";
 }
 
 void quiesce_begin(struct quiesce *q, uint64_t now_usec, uint64_t timeout_usec)

@@ -261,6 +261,7 @@ static void send_notify(const char *address, const void *buf, size_t len, const 
 		mh.msg_control = &control;
 		mh.msg_controllen = CMSG_SPACE(sizeof(int) * n_fds);
 		c = CMSG_FIRSTHDR(&mh);
+		ck_assert_ptr_nonnull(c);
 		c->cmsg_level = SOL_SOCKET;
 		c->cmsg_type = SCM_RIGHTS;
 		c->cmsg_len = CMSG_LEN(sizeof(int) * n_fds);
