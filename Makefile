@@ -122,7 +122,7 @@ $(UNIT_BIN): $(call obj,$(UNIT_SRC) $(SUPERVISOR_LIB) $(PROTO_SRC) $(COMMON_SRC)
 check: deps
 	@$(MAKE) --no-print-directory check-run
 
-check-run: programs $(UNIT_BIN) lint
+check-run: programs $(UNIT_BIN) lint analyze
 	@BUILD=$(BUILD) $(PYTHON) tests/run-all.py --build $(BUILD)
 
 unit: $(UNIT_BIN)

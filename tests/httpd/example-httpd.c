@@ -219,10 +219,12 @@ static struct timespec timespec_from_usec(uint64_t usec)
 /* Arms a timerfd usec from now (0 disarms), repeating every usec if periodic. */
 static int timer_arm(int fd, uint64_t usec, bool periodic)
 {
-	struct itimerspec its = { .it_value = timespec_from_usec(usec) };
+	struct timespec value = timespec_from_usec(usec);
+	struct itimerspec its = {
+		.it_value = value,
+		.it_interval = periodic ? value : (struct timespec){ 0 },
+	};
 
-	if (periodic)
-		its.it_interval = its.it_value;
 	if (timerfd_settime(fd, 0, &its, NULL) < 0)
 		return -errno;
 	return 0;
