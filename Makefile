@@ -99,6 +99,20 @@ $(BUILD)/baton-h-c99.o: worker/baton.h
 	printf '#include "baton.h"\nint main(void) { return baton_mode(0); }\n' | \
 		$(CC) -std=c99 -pedantic-errors -Wall -Wextra -Werror -Iworker -x c -c - -o $@
 
+# worker/examples/hello.c, built the way its users build it: against a staged 'make install'
+# through pkg-config, so that it sees the installed baton.h and libbaton.so and nothing of the
+# tree. The rpath stands in for the loader's path, which has $(LIBDIR) but not the stage. Under
+# SANITIZE=1 the installed library is instrumented, so hello links the sanitizer runtime too.
+STAGE		:= $(abspath $(BUILD)/stage)
+STAGE_PC	= PKG_CONFIG_PATH=$(STAGE)$(LIBDIR)/pkgconfig PKG_CONFIG_SYSROOT_DIR=$(STAGE) $(PKG_CONFIG)
+
+$(BUILD)/hello: worker/examples/hello.c worker/libbaton.pc.in worker/baton.h $(PROGRAMS)
+	rm -rf $(STAGE)
+	@$(MAKE) --no-print-directory install DESTDIR=$(STAGE) >/dev/null
+	$(CC) $(CFLAGS) $(SAN) -std=c99 -pedantic-errors -Wall -Wextra -Werror \
+		$$($(STAGE_PC) --cflags libbaton) $< $$($(STAGE_PC) --libs libbaton) \
+		-Wl,-rpath,$(STAGE)$(LIBDIR) -o $@
+
 # Programs that include baton.h as a user of the library would.
 $(call obj,tests/httpd/example-httpd.c tests/unit/test_baton.c): ALL_CFLAGS += -Iworker
 
@@ -122,13 +136,13 @@ $(UNIT_BIN): $(call obj,$(UNIT_SRC) $(SUPERVISOR_LIB) $(PROTO_SRC) $(COMMON_SRC)
 check: deps
 	@$(MAKE) --no-print-directory check-run
 
-check-run: programs $(UNIT_BIN) lint analyze
+check-run: programs $(BUILD)/hello $(UNIT_BIN) lint analyze
 	@BUILD=$(BUILD) $(PYTHON) tests/run-all.py --build $(BUILD)
 
 unit: $(UNIT_BIN)
 	$(UNIT_BIN)
 
-integration: programs
+integration: programs $(BUILD)/hello
 	$(PYTHON) tests/integration/run.py --build $(BUILD)
 
 # The style rules that a compiler cannot see.
