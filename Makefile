@@ -49,8 +49,8 @@ obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
 .PHONY: all deps check check-run unit integration lint analyze demo demo-run bench bench-run fuzz \
 	install uninstall clean format
 
-all: deps
-	@$(MAKE) --no-print-directory programs
+# Builds only; check, demo and bench install missing packages first (deps).
+all: programs
 
 # A fresh Debian machine needs nothing but these targets: missing packages are installed first.
 deps:
