@@ -35,7 +35,7 @@ LDLIBS_CHK  = $(shell $(PKG_CONFIG) --libs check 2>/dev/null)
 CFLAGS_CHK  = $(shell $(PKG_CONFIG) --cflags check 2>/dev/null)
 
 PROTO_SRC	:= proto/fdpass.c proto/proto.c
-COMMON_SRC	:= common/duration.c common/listen_close.c common/sockaddr.c
+COMMON_SRC	:= common/duration.c common/json.c common/listen_close.c common/sockaddr.c
 # Every supervisor/ module but the two programs' own main files: a new room needs no edit here.
 SUPERVISOR_LIB	:= $(filter-out supervisor/main.c supervisor/ctl.c,$(sort $(wildcard supervisor/*.c)))
 UNIT_SRC	:= $(sort $(wildcard tests/unit/*.c))

@@ -62,6 +62,20 @@ static void enqueue(struct batond *b, const struct rollout_event *ev)
 	b->queue[(b->queue_head + b->queue_len++) % ACTIONS_QUEUE_MAX] = *ev;
 }
 
+static void report_spawned(struct batond *b, const struct rollout_action *a, pid_t pid)
+{
+	char line[128];
+
+	(void)snprintf(line, sizeof(line), "generation %u worker %u: started pid %d", a->gen,
+		       a->index, (int)pid);
+	batond_event(b, &(struct eventlog_event){ .type = EVENT_WORKER_SPAWNED,
+						  .level = LOG_DEBUG,
+						  .generation = a->gen,
+						  .worker = a->index,
+						  .pid = pid,
+						  .message = line });
+}
+
 /* ROLLOUT_DO_SPAWN: fork/exec one worker; the result is queued as the machine's next event. */
 static void run_spawn(struct batond *b, const struct rollout_action *a)
 {
@@ -104,7 +118,7 @@ static void run_spawn(struct batond *b, const struct rollout_action *a)
 		enqueue(b, &ev);
 		return;
 	}
-	log_debug("generation %u worker %u: started pid %d", a->gen, a->index, (int)pid);
+	report_spawned(b, a, pid);
 	ev.type = ROLLOUT_WORKER_SPAWNED;
 	ev.pid = pid;
 	if (a->worker < ROLLOUT_MAX_RECORDS) {
@@ -235,11 +249,17 @@ static void run_action(struct batond *b, const struct rollout_action *a)
 		break;
 	case ROLLOUT_DO_REPORT:
 		level = rollout_describe(a, line, sizeof(line));
-		log_full(level, "%s", line);
+		batond_report_rollout(b, a, level, line);
 		report_to_systemd(b, a, line);
 		commands_on_report(b, a, line);
 		break;
 	case ROLLOUT_DO_EXIT:
+		(void)snprintf(line, sizeof(line), "every worker is gone: exiting with status %d",
+			       a->exit_code);
+		batond_event(b, &(struct eventlog_event){ .type = EVENT_EXIT,
+							  .level = LOG_INFO,
+							  .exit_code = a->exit_code,
+							  .message = line });
 		b->exit_code = a->exit_code;
 		(void)sd_event_exit(b->event, a->exit_code);
 		break;

@@ -12,6 +12,7 @@
 #include "channel.h"
 #include "command_table.h"
 #include "config.h"
+#include "eventlog.h"
 #include "notify.h"
 #include "rollout.h"
 #include "stop_plan.h"
@@ -25,6 +26,7 @@
  *   upgrade.c   batond replacing its own image: preflight, handoff across execve(), takeover
  *   status.c    batonctl status, text and JSON, from one walk over this struct
  *   commands.c  the control requests (command_table.c names them for batond and batonctl)
+ *   report.c    one event told everywhere: log line (journal fields), event ring, streams
  * State lives here and nowhere else: no file keeps a mutable global.
  */
 
@@ -116,6 +118,10 @@ struct batond {
 	uint64_t last_reload_usec; /* 0: no reload yet */
 	char last_reload_text[512];
 	struct fdsock *fdsock; /* --fd-socket */
+
+	/* report.c: the events batonctl events streams, and how many slow readers missed. */
+	struct eventlog *events;
+	uint64_t events_dropped;
 };
 
 /* actions.c */
@@ -194,10 +200,29 @@ void upgrade_fall_back(struct batond *b);
 
 void upgrade_close(struct batond *b);
 
+/* The number of this image's first event: where the previous image stopped, or 1. */
+uint64_t upgrade_event_seq(void);
+
 /* status.c */
 
 /* batonctl status: a malloc()ed text for people, or JSON (batonctl(8)); NULL on ENOMEM. */
 char *status_render(const struct batond *b, bool json);
+
+/* Who this batond is (pid, name, version, control socket, pid file, listeners): a malloc()ed
+ * JSON object or one line of text; NULL on ENOMEM. */
+char *status_identity(const struct batond *b, bool json);
+
+/* report.c */
+
+/* Tells ev everywhere: the log (with journal fields), the event ring and its streams. */
+void batond_event(struct batond *b, const struct eventlog_event *ev);
+
+/* A report from the rollout machine (its line and level from rollout_describe()) as an event. */
+void batond_report_rollout(struct batond *b, const struct rollout_action *a, int level,
+			   const char *line);
+
+/* batonctl events: cl becomes a stream of JSON lines, from since (replay) or from now on. */
+void batond_events_stream(struct batond *b, struct control_client *cl, bool replay, uint64_t since);
 
 /* commands.c */
 

@@ -5,21 +5,35 @@
 #include <errno.h>
 #include <string.h>
 
+#define CMD(id_, name_, arg_, flag_, word_, flag_arg_, help_) \
+	[id_] = { .id = id_,                                  \
+		  .name = name_,                              \
+		  .arg_name = arg_,                           \
+		  .flag = flag_,                              \
+		  .flag_word = word_,                         \
+		  .flag_arg = flag_arg_,                      \
+		  .help = help_ }
+
 const struct command command_table[COMMAND__MAX] = {
-	[COMMAND_STATUS] = { COMMAND_STATUS, "status", NULL, "--json", "json",
-			     "generations, workers, listeners with their accept queues" },
-	[COMMAND_RELOAD] = { COMMAND_RELOAD, "reload", NULL, "--no-wait", "nowait",
-			     "rolling restart; waits until the new generation serves\n"
-			     "(exit 0) or was rolled back (exit 1, with the reason)" },
-	[COMMAND_STOP] = { COMMAND_STOP, "stop", NULL, NULL, NULL,
-			   "graceful stop (returns once batond accepted it)" },
-	[COMMAND_UPGRADE] = { COMMAND_UPGRADE, "upgrade", NULL, NULL, NULL,
-			      "re-execute batond's binary, keeping every worker" },
-	[COMMAND_LISTEN] = { COMMAND_LISTEN, "listen", "[NAME=]ADDRESS", NULL, NULL,
-			     "bind another listener; workers get it at the next reload" },
-	[COMMAND_RETIRE] = { COMMAND_RETIRE, "retire", "NAME", NULL, NULL,
-			     "close one listener in two stages; waits until it is closed" },
-	[COMMAND_VERSION] = { COMMAND_VERSION, "version", NULL, NULL, NULL, "batond's version" },
+	CMD(COMMAND_STATUS, "status", NULL, "--json", "json", NULL,
+	    "generations, workers, listeners with their accept queues"),
+	CMD(COMMAND_RELOAD, "reload", NULL, "--no-wait", "nowait", NULL,
+	    "rolling restart; waits until the new generation serves\n"
+	    "(exit 0) or was rolled back (exit 1, with the reason)"),
+	CMD(COMMAND_STOP, "stop", NULL, NULL, NULL, NULL,
+	    "graceful stop (returns once batond accepted it)"),
+	CMD(COMMAND_UPGRADE, "upgrade", NULL, NULL, NULL, NULL,
+	    "re-execute batond's binary, keeping every worker"),
+	CMD(COMMAND_LISTEN, "listen", "[NAME=]ADDRESS", NULL, NULL, NULL,
+	    "bind another listener; workers get it at the next reload"),
+	CMD(COMMAND_RETIRE, "retire", "NAME", NULL, NULL, NULL,
+	    "close one listener in two stages; waits until it is closed"),
+	CMD(COMMAND_VERSION, "version", NULL, NULL, NULL, NULL, "batond's version"),
+	CMD(COMMAND_EVENTS, "events", NULL, "--since", "since", "SEQ",
+	    "follow batond's events as JSON lines; --since replays\n"
+	    "what the ring still holds from event SEQ on"),
+	CMD(COMMAND_IDENTIFY, "identify", NULL, "--json", "json", NULL,
+	    "which batond answers: pid, name, pid file, listeners"),
 };
 
 const struct command *command_find(const char *name)
@@ -38,19 +52,32 @@ int command_parse(const char *line, const struct command **ret_cmd, const char *
 
 	for (size_t i = 0; i < COMMAND__MAX; i++) {
 		const struct command *c = &command_table[i];
+		const char *arg = NULL;
 		bool flag = false;
 
 		if (strlen(c->name) != n || memcmp(c->name, line, n) != 0)
 			continue;
 		if (c->arg_name && (!rest || !*rest))
 			return -EINVAL;
-		if (!c->arg_name && rest) {
-			if (!c->flag_word || strcmp(rest, c->flag_word) != 0)
+		if (c->arg_name) {
+			arg = rest;
+		} else if (rest) {
+			size_t w = c->flag_word ? strlen(c->flag_word) : 0;
+
+			if (!c->flag_word || strncmp(rest, c->flag_word, w) != 0)
 				return -EINVAL;
+			if (c->flag_arg) {
+				/* "since 42": the word, one space, a value. */
+				if (rest[w] != ' ' || !rest[w + 1])
+					return -EINVAL;
+				arg = rest + w + 1;
+			} else if (rest[w]) {
+				return -EINVAL;
+			}
 			flag = true;
 		}
 		*ret_cmd = c;
-		*ret_arg = c->arg_name ? rest : NULL;
+		*ret_arg = arg;
 		*ret_flag = flag;
 		return 0;
 	}
@@ -59,25 +86,26 @@ int command_parse(const char *line, const struct command **ret_cmd, const char *
 
 int command_format(const struct command *cmd, const char *arg, bool flag, char *buf, size_t size)
 {
-	size_t len;
+	const char *word = flag ? cmd->flag_word : NULL;
+	int n;
 
-	if (!cmd->arg_name != !arg || (flag && !cmd->flag_word))
+	if (flag && !cmd->flag_word)
+		return -EINVAL;
+	/* A positional argument, or the flag's value: given exactly when it is expected. */
+	if (cmd->arg_name ? !arg : cmd->flag_arg ? !arg != !flag : arg != NULL)
 		return -EINVAL;
 	if (arg && (!*arg || strchr(arg, '\n')))
 		return -EINVAL;
-	len = strlen(cmd->name) + (arg ? 1 + strlen(arg) : 0) +
-	      (flag ? 1 + strlen(cmd->flag_word) : 0);
-	if (len >= size)
+	if (cmd->arg_name)
+		n = snprintf(buf, size, "%s %s", cmd->name, arg);
+	else if (word && arg)
+		n = snprintf(buf, size, "%s %s %s", cmd->name, word, arg);
+	else if (word)
+		n = snprintf(buf, size, "%s %s", cmd->name, word);
+	else
+		n = snprintf(buf, size, "%s", cmd->name);
+	if (n < 0 || (size_t)n >= size)
 		return -ENAMETOOLONG;
-	strcpy(buf, cmd->name);
-	if (arg) {
-		strcat(buf, " ");
-		strcat(buf, arg);
-	}
-	if (flag) {
-		strcat(buf, " ");
-		strcat(buf, cmd->flag_word);
-	}
 	return 0;
 }
 
@@ -105,10 +133,10 @@ void command_help(FILE *f)
 		char usage[64];
 		const char *h = c->help;
 
-		(void)snprintf(usage, sizeof(usage), "%s%s%s%s%s", c->name, c->arg_name ? " " : "",
-			       c->arg_name ?: "", c->flag ? " [" : "", c->flag ?: "");
-		if (c->flag)
-			(void)strcat(usage, "]");
+		(void)snprintf(usage, sizeof(usage), "%s%s%s%s%s%s%s%s", c->name,
+			       c->arg_name ? " " : "", c->arg_name ?: "", c->flag ? " [" : "",
+			       c->flag ?: "", c->flag_arg ? " " : "", c->flag_arg ?: "",
+			       c->flag ? "]" : "");
 		(void)fprintf(f, "  %-21s  ", usage);
 		for (;;) {
 			size_t n = strcspn(h, "\n");

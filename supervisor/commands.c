@@ -7,12 +7,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 
 #include "channel.h"
 #include "cleanup.h"
 #include "command_table.h"
 #include "control.h"
+#include "fdpass.h"
 #include "fdsock.h"
 #include "log.h"
 #include "loop.h"
@@ -107,8 +110,14 @@ static void do_listen(struct batond *b, struct control_client *cl, const char *a
 	}
 	b->cfg.listeners[b->cfg.n_listeners++] = l;
 	batond_listeners_changed(b);
-	log_info("listening on %s (%s): added; workers get it at the next generation", l.spec,
-		 l.name);
+	(void)snprintf(reply, sizeof(reply),
+		       "listening on %s (%s): added; workers get it at the next generation", l.spec,
+		       l.name);
+	batond_event(b, &(struct eventlog_event){ .type = EVENT_LISTENER_ADDED,
+						  .level = LOG_INFO,
+						  .listener = l.name,
+						  .address = l.spec,
+						  .message = reply });
 	(void)snprintf(reply, sizeof(reply),
 		       "ok listening on %s (%s); workers get it at the next reload\n", l.spec,
 		       l.name);
@@ -129,11 +138,48 @@ static void do_version(struct batond *b, struct control_client *cl, const char *
 	control_reply(cl, "ok batond " BATON_VERSION "\n");
 }
 
+/* batonctl events [--since SEQ]: a stream of JSON lines until the client hangs up. */
+static void do_events(struct batond *b, struct control_client *cl, const char *since, bool flag)
+{
+	uint64_t seq = 0;
+	char *end;
+
+	if (!b->events) {
+		control_reply(cl, "failed no event log (out of memory at start)\n");
+		return;
+	}
+	if (flag) {
+		errno = 0;
+		seq = strtoull(since, &end, 10);
+		if (*since < '0' || *since > '9' || *end || errno) {
+			control_reply(cl, "error invalid --since: expected an event number\n");
+			return;
+		}
+	}
+	batond_events_stream(b, cl, flag, seq);
+}
+
+static void do_identify(struct batond *b, struct control_client *cl, const char *arg, bool json)
+{
+	_cleanup_free_ char *id = status_identity(b, json);
+	_cleanup_free_ char *text = NULL;
+
+	(void)arg;
+	if (!id || asprintf(&text, "ok\n%s\n", id) < 0) {
+		text = NULL;
+		control_reply(cl, "error out of memory\n");
+		return;
+	}
+	control_reply(cl, text);
+}
+
 /* Indexed by command_table's ids: a request without a handler here fails the unit test. */
 static const command_handler handlers[COMMAND__MAX] = {
-	[COMMAND_STATUS] = do_status,	[COMMAND_RELOAD] = do_reload, [COMMAND_STOP] = do_stop,
-	[COMMAND_UPGRADE] = do_upgrade, [COMMAND_LISTEN] = do_listen, [COMMAND_RETIRE] = do_retire,
-	[COMMAND_VERSION] = do_version,
+	[COMMAND_STATUS] = do_status,	  [COMMAND_RELOAD] = do_reload,
+	[COMMAND_STOP] = do_stop,	  [COMMAND_UPGRADE] = do_upgrade,
+	[COMMAND_LISTEN] = do_listen,	  [COMMAND_RETIRE] = do_retire,
+	[COMMAND_VERSION] = do_version,	  [COMMAND_EVENTS] = do_events,
+	[COMMAND_IDENTIFY] = do_identify,
 };
 
 bool commands_has_handler(enum command_id id)
@@ -249,10 +295,38 @@ static void make_parent_dir(const char *path)
 	}
 }
 
+/* Who answers on the Unix socket at path: its pid and command name, for the refusal below. */
+static void socket_owner(const char *path, char *buf, size_t size)
+{
+	_cleanup_close_ int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	struct ucred cred;
+	char comm_path[64], comm[32] = "?";
+	FILE *f;
+
+	(void)snprintf(buf, size, "another process");
+	if (fd < 0 || strlen(path) >= sizeof(sa.sun_path))
+		return;
+	strcpy(sa.sun_path, path);
+	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || proto_peer_cred(fd, &cred) < 0)
+		return;
+	(void)snprintf(comm_path, sizeof(comm_path), "/proc/%d/comm", (int)cred.pid);
+	f = fopen(comm_path, "re");
+	if (f) {
+		if (fgets(comm, sizeof(comm), f))
+			comm[strcspn(comm, "\n")] = '\0';
+		(void)fclose(f);
+	}
+	(void)snprintf(buf, size, "pid %d (%s)", (int)cred.pid, comm);
+}
+
 int commands_open(struct batond *b)
 {
+	char owner[96];
 	int r;
 
+	if (b->cfg.no_control)
+		return 0;
 	if (b->cfg.control) {
 		if (strlen(b->cfg.control) >= sizeof(b->control_path))
 			return log_error_errno(-ENAMETOOLONG, "control socket %s", b->cfg.control);
@@ -260,24 +334,27 @@ int commands_open(struct batond *b)
 	} else {
 		r = control_default_path(b->cfg.name ?: CONTROL_NAME_DEFAULT, b->control_path,
 					 sizeof(b->control_path));
-		if (r < 0) {
-			log_warning_errno(r,
-					  "no runtime directory for the control socket; batonctl "
-					  "needs --control");
-			return 0;
-		}
+		if (r < 0)
+			return log_error_errno(
+				r, "control socket: no runtime directory known "
+				   "($RUNTIME_DIRECTORY, $XDG_RUNTIME_DIR); give -c PATH, "
+				   "or --no-control to run without one");
 		make_parent_dir(b->control_path);
 	}
 	/* control_new() owns the adopted fd from here, even when it fails. */
 	r = control_new(b->event, b->control_path, b->adopted_control_fd, on_request, b,
 			&b->control);
 	b->adopted_control_fd = -1;
-	if (r < 0) {
-		log_full_errno(b->cfg.control ? LOG_ERR : LOG_WARNING, r, "control socket %s%s",
-			       b->control_path,
-			       b->cfg.control ? "" : "; batonctl cannot reach this batond");
-		return b->cfg.control ? r : 0;
+	if (r == -EADDRINUSE) {
+		/* Running unreachable would leave batonctl talking to the other one. */
+		socket_owner(b->control_path, owner, sizeof(owner));
+		log_error("control socket %s is in use by %s: give this batond another --name or "
+			  "-c PATH, or --no-control to run without one",
+			  b->control_path, owner);
+		return r;
 	}
+	if (r < 0)
+		return log_error_errno(r, "control socket %s", b->control_path);
 	return 0;
 }
 

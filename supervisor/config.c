@@ -54,13 +54,16 @@ void config_help(FILE *f)
 		"(libbaton)\n"
 		"      --fd-allow UID|@GROUP    who else may use --fd-socket (root and our uid "
 		"may)\n"
-		"      --ready-timeout DUR      spawn-to-ready limit per worker (60s)\n"
+		"      --ready-timeout DUR      spawn-to-ready limit per worker (60s; 0: none)\n"
 		"      --drain-signal SIG       signal that asks a worker to drain (TERM; USR2\n"
 		"                               with --pass einhorn, QUIT with --pass nginx)\n"
-		"      --drain-timeout DUR      drain-to-SIGKILL limit per worker (30s)\n"
+		"      --drain-timeout DUR      drain-to-SIGKILL limit per worker (30s; 0: "
+		"SIGKILL\n"
+		"                               at once, no drain)\n"
 		"      --stop-mode MODE         graceful (refuse new connections, serve what is\n"
 		"                               queued, then drain) or immediate (graceful)\n"
-		"      --stop-timeout DUR       limit on serving the queues at a stop (30s)\n"
+		"      --stop-timeout DUR       limit on serving the queues at a stop or retire\n"
+		"                               (30s; 0: do not wait for the queues)\n"
 		"      --preload[=LIB]          preload libbaton-preload.so into workers, so that "
 		"a\n"
 		"                               server that binds its own sockets gets batond's\n"
@@ -73,6 +76,8 @@ void config_help(FILE *f)
 		"/run/baton/NAME.sock\n"
 		"                               as root, else $XDG_RUNTIME_DIR/baton/NAME.sock)\n"
 		"      --name NAME              instance name for the control socket (batond)\n"
+		"      --no-control             run without a control socket (batonctl cannot\n"
+		"                               reach this batond)\n"
 		"      --pid-file PATH          write batond's pid to PATH, removed on exit\n"
 		"  -v, --verbose                log debug messages too\n"
 		"  -h, --help                   show this help and exit\n"
@@ -280,6 +285,10 @@ int config_find_preload(const char *path, char *ret, size_t size)
 	return config_find_preload(BATON_LIBDIR "/" PRELOAD_NAME, ret, size);
 }
 
+/*
+ * Every problem of a command line is reported, each on its own line, before batond gives up:
+ * a user who fixes one should not meet the next only on the following try. Returns -EINVAL.
+ */
 static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 static int usage_error(const char *fmt, ...)
@@ -290,11 +299,11 @@ static int usage_error(const char *fmt, ...)
 	va_start(ap, fmt);
 	(void)vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
-	log_error("%s (try 'batond --help')", msg);
+	log_error("%s", msg);
 	return -EINVAL;
 }
 
-/* --NAME DURATION into *ret; a usage error otherwise. */
+/* --NAME N into *ret; a usage error otherwise. */
 static int uint_option(const char *name, const char *arg, unsigned min, unsigned max, unsigned *ret)
 {
 	if (parse_uint(arg, min, max, ret) == 0)
@@ -304,12 +313,68 @@ static int uint_option(const char *name, const char *arg, unsigned min, unsigned
 	return usage_error("invalid --%s '%s': expected %u to %u", name, arg, min, max);
 }
 
+/* --NAME DURATION into *ret; a usage error otherwise. */
 static int duration_option(const char *name, const char *arg, uint64_t *ret)
 {
 	if (duration_parse(arg, ret) < 0)
 		return usage_error(
 			"invalid --%s '%s': expected a duration such as 500ms, 30s or 2m", name,
 			arg);
+	return 0;
+}
+
+/* Counts a problem (r < 0); the first one's errno is what config_parse() returns. */
+static void count_problem(int r, unsigned *n, int *first)
+{
+	if (r >= 0)
+		return;
+	(*n)++;
+	if (!*first)
+		*first = r;
+}
+
+/* --pass, checked whole: scm goes alone. */
+static int pass_option(const char *arg, unsigned *ret)
+{
+	unsigned pass;
+
+	if (config_parse_pass(arg, &pass) < 0)
+		return usage_error("invalid --pass '%s': expected env, einhorn, server-starter or "
+				   "nginx, comma-separated, or scm",
+				   arg);
+	if ((pass & SPAWN_PASS_SCM) && pass != SPAWN_PASS_SCM)
+		return usage_error("invalid --pass '%s': scm goes alone (the listeners travel over "
+				   "the channel)",
+				   arg);
+	*ret = pass;
+	return 0;
+}
+
+/* -l [NAME=]ADDRESS, appended to c->listeners. */
+static int listen_option(struct config *c, const char *arg)
+{
+	struct listener *l;
+	int r;
+
+	if (c->n_listeners >= CONFIG_MAX_LISTENERS)
+		return usage_error("too many listeners (at most %d)", CONFIG_MAX_LISTENERS);
+	l = &c->listeners[c->n_listeners];
+	r = listener_parse(arg, (unsigned)c->n_listeners, l);
+	if (r == -EINVAL)
+		return usage_error("invalid listen address '%s': expected [NAME=]HOST:PORT, "
+				   "[V6ADDR]:PORT, tcp://, udp://, unix:/path or unix:@name",
+				   arg);
+	if (r == -ERANGE) {
+		(void)usage_error("invalid listen address '%s': port out of range (0 to 65535)",
+				  arg);
+		return r;
+	}
+	if (r < 0)
+		return log_error_errno(r, "invalid listen address '%s'", arg);
+	for (size_t i = 0; i < c->n_listeners; i++)
+		if (strcmp(c->listeners[i].name, l->name) == 0)
+			return usage_error("duplicate listener name '%s'", l->name);
+	c->n_listeners++;
 	return 0;
 }
 
@@ -332,6 +397,7 @@ int config_parse(int argc, char **argv, struct config *c)
 		OPT_PASS,
 		OPT_FD_SOCKET,
 		OPT_FD_ALLOW,
+		OPT_NO_CONTROL,
 	};
 	static const struct option options[] = {
 		{ "listen", required_argument, NULL, 'l' },
@@ -348,6 +414,7 @@ int config_parse(int argc, char **argv, struct config *c)
 		{ "preload", optional_argument, NULL, OPT_PRELOAD },
 		{ "fdstore", no_argument, NULL, OPT_FDSTORE },
 		{ "control", required_argument, NULL, 'c' },
+		{ "no-control", no_argument, NULL, OPT_NO_CONTROL },
 		{ "name", required_argument, NULL, OPT_NAME },
 		{ "pass", required_argument, NULL, OPT_PASS },
 		{ "fd-socket", required_argument, NULL, OPT_FD_SOCKET },
@@ -359,8 +426,8 @@ int config_parse(int argc, char **argv, struct config *c)
 		{ 0 },
 	};
 	bool upgrade_check = false, drain_signal_given = false;
-	unsigned u;
-	int longindex = 0;
+	unsigned u, problems = 0;
+	int longindex = 0, first_error = 0;
 	int opt, r;
 
 	memset(c, 0, sizeof(*c));
@@ -376,62 +443,35 @@ int config_parse(int argc, char **argv, struct config *c)
 
 	optind = 0; /* full reset: config_parse may run more than once (tests) */
 	opterr = 0;
-	/* '+': stop at the first non-option, which is the worker command. */
+	/*
+	 * '+': stop at the first non-option, which is the worker command. Each option is checked
+	 * whole where it is parsed; a problem is logged and counted, and parsing goes on, so that
+	 * every problem of the command line is reported at once.
+	 */
 	while ((opt = getopt_long(argc, argv, "+:l:n:c:vhV", options, &longindex)) >= 0) {
 		switch (opt) {
-		case 'l': {
-			struct listener *l;
-
-			if (c->n_listeners >= CONFIG_MAX_LISTENERS)
-				return usage_error("too many listeners (at most %d)",
-						   CONFIG_MAX_LISTENERS);
-			l = &c->listeners[c->n_listeners];
-			r = listener_parse(optarg, (unsigned)c->n_listeners, l);
-			if (r == -EINVAL)
-				return usage_error(
-					"invalid listen address '%s': expected [NAME=]HOST:PORT, "
-					"[V6ADDR]:PORT, tcp://, udp://, unix:/path or "
-					"unix:@name",
-					optarg);
-			if (r == -ERANGE) {
-				(void)usage_error("invalid listen address '%s': port out of range "
-						  "(0 to 65535)",
-						  optarg);
-				return r;
-			}
-			if (r < 0)
-				return log_error_errno(r, "invalid listen address '%s'", optarg);
-			for (size_t i = 0; i < c->n_listeners; i++)
-				if (strcmp(c->listeners[i].name, l->name) == 0)
-					return usage_error("duplicate listener name '%s'", l->name);
-			c->n_listeners++;
+		case 'l':
+			r = listen_option(c, optarg);
 			break;
-		}
 		case OPT_BACKLOG:
 			r = uint_option("backlog", optarg, 1, INT_MAX, &u);
-			if (r < 0)
-				return r;
-			c->backlog = (int)u;
+			if (r >= 0)
+				c->backlog = (int)u;
 			break;
 		case 'n':
 		case OPT_BATCH:
 			r = uint_option(opt == 'n' ? "workers" : "batch", optarg, 1,
 					ROLLOUT_MAX_WORKERS, &u);
-			if (r < 0)
-				return r;
-			*(opt == 'n' ? &c->rollout.n_workers : &c->rollout.batch) = u;
+			if (r >= 0)
+				*(opt == 'n' ? &c->rollout.n_workers : &c->rollout.batch) = u;
 			break;
 		case OPT_PASS:
-			if (config_parse_pass(optarg, &c->pass) < 0)
-				return usage_error(
-					"invalid --pass '%s': expected env, einhorn, "
-					"server-starter or nginx, comma-separated, or scm",
-					optarg);
+			r = pass_option(optarg, &c->pass);
 			break;
 		case OPT_FD_SOCKET:
-			if (*optarg == '\0')
-				return usage_error("invalid --fd-socket '': empty path");
-			c->fd_socket = optarg;
+			r = *optarg ? 0 : usage_error("invalid --fd-socket '': empty path");
+			if (r >= 0)
+				c->fd_socket = optarg;
 			break;
 		case OPT_FD_ALLOW: {
 			uid_t uid;
@@ -439,16 +479,17 @@ int config_parse(int argc, char **argv, struct config *c)
 			bool is_group;
 
 			r = fdsock_parse_allow(optarg, &uid, &gid, &is_group);
-			if (r < 0)
-				return usage_error(
-					"invalid --fd-allow '%s': expected a user (name or "
-					"uid) or @group (name or gid): %s",
-					optarg, strerror(-r));
+			if (r < 0) {
+				r = usage_error("invalid --fd-allow '%s': expected a user (name or "
+						"uid) or @group (name or gid): %s",
+						optarg, strerror(-r));
+				break;
+			}
 			if (c->n_fd_allow_uids >= CONFIG_MAX_ALLOW ||
 			    c->n_fd_allow_gids >= CONFIG_MAX_ALLOW)
-				return usage_error("too many --fd-allow (at most %d)",
-						   CONFIG_MAX_ALLOW);
-			if (is_group)
+				r = usage_error("too many --fd-allow (at most %d)",
+						CONFIG_MAX_ALLOW);
+			else if (is_group)
 				c->fd_allow_gids[c->n_fd_allow_gids++] = gid;
 			else
 				c->fd_allow_uids[c->n_fd_allow_uids++] = uid;
@@ -458,15 +499,14 @@ int config_parse(int argc, char **argv, struct config *c)
 			/* einhorn's own readiness: the worker's "worker:ack" on its socket. */
 			c->ready_einhorn = strcmp(optarg, "einhorn-ack") == 0;
 			c->ready_listening = strcmp(optarg, "listening") == 0;
-			if (c->ready_einhorn || c->ready_listening) {
+			r = 0;
+			if (c->ready_einhorn || c->ready_listening)
 				c->rollout.ready_mode = ROLLOUT_READY_NOTIFY;
-				break;
-			}
-			if (config_parse_ready(optarg, &c->rollout.ready_mode,
-					       &c->rollout.ready_delay_usec) < 0)
-				return usage_error("invalid --ready '%s': expected notify, "
-						   "listening, einhorn-ack, delay:DURATION or none",
-						   optarg);
+			else if (config_parse_ready(optarg, &c->rollout.ready_mode,
+						    &c->rollout.ready_delay_usec) < 0)
+				r = usage_error("invalid --ready '%s': expected notify, listening, "
+						"einhorn-ack, delay:DURATION or none",
+						optarg);
 			break;
 		case OPT_READY_TIMEOUT:
 		case OPT_DRAIN_TIMEOUT:
@@ -477,60 +517,71 @@ int config_parse(int argc, char **argv, struct config *c)
 				opt == OPT_READY_TIMEOUT   ? &c->rollout.ready_timeout_usec
 				: opt == OPT_DRAIN_TIMEOUT ? &c->rollout.drain_timeout_usec
 							   : &c->stop_timeout_usec);
-			if (r < 0)
-				return r;
 			break;
 		case OPT_DRAIN_SIGNAL:
 			r = config_parse_signal(optarg);
-			if (r < 0)
-				return usage_error("invalid --drain-signal '%s': expected a signal "
-						   "name such as TERM or QUIT, or a number",
-						   optarg);
+			if (r < 0) {
+				r = usage_error(
+					"invalid --drain-signal '%s': expected a signal name "
+					"such as TERM or QUIT, or a number",
+					optarg);
+				break;
+			}
 			c->drain_signal = r;
 			drain_signal_given = true;
 			break;
 		case OPT_STOP_MODE:
+			r = 0;
 			if (strcmp(optarg, "graceful") == 0)
 				c->stop_mode = CONFIG_STOP_GRACEFUL;
 			else if (strcmp(optarg, "immediate") == 0)
 				c->stop_mode = CONFIG_STOP_IMMEDIATE;
 			else
-				return usage_error("invalid --stop-mode '%s': expected graceful or "
-						   "immediate",
-						   optarg);
+				r = usage_error("invalid --stop-mode '%s': expected graceful or "
+						"immediate",
+						optarg);
 			break;
 		case OPT_PRELOAD:
 			r = config_find_preload(optarg, c->preload, sizeof(c->preload));
 			if (r < 0)
-				return log_error_errno(r, "preload library %s",
-						       optarg ? optarg : PRELOAD_NAME);
+				(void)log_error_errno(r, "preload library %s",
+						      optarg ? optarg : PRELOAD_NAME);
 			break;
 		case OPT_UPGRADE_CHECK:
 			upgrade_check = true;
+			r = 0;
 			break;
 		case 'c':
-			if (*optarg == '\0')
-				return usage_error("invalid --control '': empty path");
-			c->control = optarg;
+			r = *optarg ? 0 : usage_error("invalid --control '': empty path");
+			if (r >= 0)
+				c->control = optarg;
+			break;
+		case OPT_NO_CONTROL:
+			c->no_control = true;
+			r = 0;
 			break;
 		case OPT_NAME:
+			r = 0;
 			if (!listener_name_is_valid(optarg) || strchr(optarg, '/'))
-				return usage_error(
+				r = usage_error(
 					"invalid --name '%s': expected printable characters "
 					"without '/' or ':'",
 					optarg);
-			c->name = optarg;
+			else
+				c->name = optarg;
 			break;
 		case OPT_FDSTORE:
 			c->fdstore = true;
+			r = 0;
 			break;
 		case OPT_PID_FILE:
-			if (*optarg == '\0')
-				return usage_error("invalid --pid-file '%s': empty path", optarg);
-			c->pid_file = optarg;
+			r = *optarg ? 0 : usage_error("invalid --pid-file '': empty path");
+			if (r >= 0)
+				c->pid_file = optarg;
 			break;
 		case 'v':
 			c->log_level = LOG_DEBUG;
+			r = 0;
 			break;
 		case 'h':
 			config_help(stdout);
@@ -539,30 +590,38 @@ int config_parse(int argc, char **argv, struct config *c)
 			(void)printf("batond %s\n", BATON_VERSION);
 			return CONFIG_EXIT;
 		case ':':
-			return usage_error("option '%s' needs an argument", argv[optind - 1]);
+			r = usage_error("option '%s' needs an argument", argv[optind - 1]);
+			break;
 		default:
-			return usage_error("unknown option '%s'", argv[optind - 1]);
+			r = usage_error("unknown option '%s'", argv[optind - 1]);
+			break;
 		}
+		count_problem(r, &problems, &first_error);
 	}
 
+	/* What options say together, each problem reported. */
 	/* Sockets from systemd (LISTEN_FDS) may be all there is; sysd_inherit() takes them. */
 	if (c->n_listeners == 0 && !getenv("LISTEN_FDS"))
-		return usage_error("no listener: give at least one --listen ADDRESS");
-	if (optind >= argc)
-		return usage_error("no worker command: batond [OPTIONS] -- COMMAND [ARG]...");
+		count_problem(usage_error("no listener: give at least one --listen ADDRESS"),
+			      &problems, &first_error);
 	if (!c->pass)
 		c->pass = SPAWN_PASS_ENV;
-	if ((c->pass & SPAWN_PASS_SCM) && c->pass != SPAWN_PASS_SCM)
-		return usage_error("--pass scm goes alone: the listeners travel over the channel");
 	if ((c->pass & SPAWN_PASS_SCM) && c->preload[0])
-		return usage_error("--preload needs the listeners at fds 3..: not with --pass scm");
+		count_problem(
+			usage_error("--preload needs the listeners at fds 3..: not with --pass "
+				    "scm"),
+			&problems, &first_error);
 	if ((c->n_fd_allow_uids || c->n_fd_allow_gids) && !c->fd_socket)
-		return usage_error("--fd-allow needs --fd-socket");
+		count_problem(usage_error("--fd-allow needs --fd-socket"), &problems, &first_error);
+	if (c->no_control && c->control)
+		count_problem(usage_error("--no-control and --control exclude each other"),
+			      &problems, &first_error);
 	/* The shim learns the listeners from LISTEN_FDS, whatever else the server reads. */
 	if (c->preload[0])
 		c->pass |= SPAWN_PASS_ENV;
 	if (c->ready_einhorn && !(c->pass & SPAWN_PASS_EINHORN))
-		return usage_error("--ready einhorn-ack needs --pass einhorn");
+		count_problem(usage_error("--ready einhorn-ack needs --pass einhorn"), &problems,
+			      &first_error);
 	/* Each server's own graceful signal, unless told otherwise: einhorn USR2, nginx QUIT. */
 	if (!drain_signal_given && c->pass == SPAWN_PASS_EINHORN)
 		c->drain_signal = SIGUSR2;
@@ -570,10 +629,23 @@ int config_parse(int argc, char **argv, struct config *c)
 		c->drain_signal = SIGQUIT;
 	if (c->rollout.batch > c->rollout.n_workers)
 		c->rollout.batch = c->rollout.n_workers;
-	c->argv = argv + optind;
-	r = config_find_executable(c->argv[0], getenv("PATH"), c->exec_path, sizeof(c->exec_path));
-	if (r < 0)
-		return log_error_errno(r, "worker command '%s'", c->argv[0]);
+	if (optind >= argc) {
+		count_problem(
+			usage_error("no worker command: batond [OPTIONS] -- COMMAND [ARG]..."),
+			&problems, &first_error);
+	} else {
+		c->argv = argv + optind;
+		r = config_find_executable(c->argv[0], getenv("PATH"), c->exec_path,
+					   sizeof(c->exec_path));
+		if (r < 0)
+			count_problem(log_error_errno(r, "worker command '%s'", c->argv[0]),
+				      &problems, &first_error);
+	}
+	if (problems) {
+		log_error("%u problem%s with the command line (try 'batond --help')", problems,
+			  problems == 1 ? "" : "s");
+		return first_error;
+	}
 	if (upgrade_check) {
 		/* The running batond asks before it execs us: can we take over its state? */
 		(void)printf("baton-upgrade-ok %d\n", UPGRADE_STATE_VERSION);

@@ -37,6 +37,7 @@ struct config {
 	int log_level;
 	bool fdstore;	     /* --fdstore: push listeners to the manager's store without $FDSTORE */
 	const char *control; /* -c PATH, or NULL for the default path of name */
+	bool no_control;     /* --no-control: no control socket at all */
 	const char *name;    /* --name: the instance, for the default control socket path */
 	unsigned pass;	     /* SPAWN_PASS_* formats (--pass), SPAWN_PASS_ENV by default */
 	bool ready_einhorn;  /* --ready einhorn-ack: worker:ack on EINHORN_SOCK_PATH */

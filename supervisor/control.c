@@ -27,6 +27,9 @@ struct control_client {
 	bool asked; /* the request line was handed to the callback */
 	char *out;
 	size_t out_len, out_off;
+	size_t out_cap;	      /* a stream's buffer size, at most CONTROL_STREAM_MAX */
+	control_fill_fn fill; /* a stream: asked for more once out is written */
+	void *fill_data;
 	long data;
 	uid_t uid;
 	pid_t pid;
@@ -55,23 +58,57 @@ static void client_free(struct control_client *cl)
 	free(cl);
 }
 
+/*
+ * Writes what is queued without blocking; EPOLLOUT resumes it. A reply's client is freed once
+ * all of it is out; a stream's is asked for more (fill) until it has nothing. Returns 0 (cl may
+ * be freed) or a negative errno (the caller frees cl).
+ */
 static int client_write(struct control_client *cl)
 {
-	while (cl->out_off < cl->out_len) {
-		ssize_t n = send(cl->fd, cl->out + cl->out_off, cl->out_len - cl->out_off,
-				 MSG_NOSIGNAL | MSG_DONTWAIT);
+	for (;;) {
+		while (cl->out_off < cl->out_len) {
+			ssize_t n = send(cl->fd, cl->out + cl->out_off, cl->out_len - cl->out_off,
+					 MSG_NOSIGNAL | MSG_DONTWAIT);
 
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			if (errno == EAGAIN)
-				return sd_event_source_set_io_events(cl->source, EPOLLOUT);
-			return -errno;
+			if (n < 0) {
+				if (errno == EINTR)
+					continue;
+				if (errno == EAGAIN)
+					return sd_event_source_set_io_events(
+						cl->source, EPOLLOUT | (cl->fill ? EPOLLIN : 0));
+				return -errno;
+			}
+			cl->out_off += (size_t)n;
 		}
-		cl->out_off += (size_t)n;
+		if (!cl->fill) {
+			client_free(cl);
+			return 0;
+		}
+		cl->out_off = cl->out_len = 0;
+		cl->fill(cl->fill_data, cl);
+		if (cl->out_len == 0)
+			/* Nothing more for now: watch for the client hanging up. */
+			return sd_event_source_set_io_events(cl->source, EPOLLIN);
 	}
-	client_free(cl);
-	return 0;
+}
+
+/* A stream's client: it has nothing more to say, so input is only ever EOF (or ignored). */
+static void on_stream_client(struct control_client *cl, uint32_t revents)
+{
+	if (revents & EPOLLIN) {
+		char sink[256];
+		ssize_t n = recv(cl->fd, sink, sizeof(sink), MSG_DONTWAIT);
+
+		if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
+			client_free(cl);
+			return;
+		}
+	} else if (revents & (EPOLLHUP | EPOLLERR)) {
+		client_free(cl);
+		return;
+	}
+	if ((revents & EPOLLOUT) && client_write(cl) < 0)
+		client_free(cl);
 }
 
 static int on_client(sd_event_source *s, int fd, uint32_t revents, void *userdata)
@@ -82,6 +119,10 @@ static int on_client(sd_event_source *s, int fd, uint32_t revents, void *userdat
 
 	(void)s;
 	(void)fd;
+	if (cl->fill) {
+		on_stream_client(cl, revents);
+		return 0;
+	}
 	if (cl->out) {
 		if (client_write(cl) < 0)
 			client_free(cl);
@@ -160,7 +201,7 @@ void control_reply(struct control_client *cl, const char *text)
 {
 	size_t n = strlen(text);
 
-	if (cl->out)
+	if (cl->out || cl->fill)
 		return;
 	if (n > CONTROL_REPLY_MAX)
 		n = CONTROL_REPLY_MAX;
@@ -193,8 +234,58 @@ void control_foreach_waiting(struct control *c, void (*fn)(struct control_client
 	while (cl) {
 		struct control_client *next = LIST_NEXT(cl, link); /* fn may reply: frees cl */
 
-		if (cl->asked && !cl->out)
+		if (cl->asked && !cl->out && !cl->fill)
 			fn(cl, userdata);
+		cl = next;
+	}
+}
+
+int control_stream_write(struct control_client *cl, const char *text, size_t len)
+{
+	size_t need = cl->out_len + len;
+
+	if (!cl->fill || len > CONTROL_STREAM_MAX - cl->out_len)
+		return -ENOBUFS;
+	if (need > cl->out_cap) {
+		size_t cap = cl->out_cap ? cl->out_cap : 4096;
+		char *p;
+
+		while (cap < need)
+			cap *= 2;
+		if (cap > CONTROL_STREAM_MAX)
+			cap = CONTROL_STREAM_MAX;
+		p = realloc(cl->out, cap);
+		if (!p)
+			return -ENOMEM;
+		cl->out = p;
+		cl->out_cap = cap;
+	}
+	memcpy(cl->out + cl->out_len, text, len);
+	cl->out_len += len;
+	return 0;
+}
+
+void control_stream_start(struct control_client *cl, const char *first, control_fill_fn fill,
+			  void *userdata)
+{
+	if (cl->out || cl->fill)
+		return;
+	cl->fill = fill;
+	cl->fill_data = userdata;
+	if (control_stream_write(cl, first, strlen(first)) < 0 || client_write(cl) < 0)
+		client_free(cl);
+}
+
+void control_stream_kick(struct control *c)
+{
+	struct control_client *cl = c ? LIST_FIRST(&c->clients) : NULL;
+
+	while (cl) {
+		struct control_client *next = LIST_NEXT(cl, link); /* a failed write frees cl */
+
+		/* One with output still queued gets more once EPOLLOUT has emptied it. */
+		if (cl->fill && cl->out_off >= cl->out_len && client_write(cl) < 0)
+			client_free(cl);
 		cl = next;
 	}
 }

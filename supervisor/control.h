@@ -8,10 +8,11 @@
 
 #include <systemd/sd-event.h>
 
-#define CONTROL_MAX_CLIENTS  32	       /* connections at once; more wait in the backlog */
-#define CONTROL_REQUEST_MAX  1024      /* bytes of one request line */
-#define CONTROL_REPLY_MAX    (4 << 20) /* bytes of one reply */
-#define CONTROL_NAME_DEFAULT "batond"  /* NAME in the default path NAME.sock */
+#define CONTROL_MAX_CLIENTS  32		  /* connections at once; more wait in the backlog */
+#define CONTROL_REQUEST_MAX  1024	  /* bytes of one request line */
+#define CONTROL_REPLY_MAX    (4 << 20)	  /* bytes of one reply */
+#define CONTROL_STREAM_MAX   (128 * 1024) /* bytes a stream client may have unsent */
+#define CONTROL_NAME_DEFAULT "batond"	  /* NAME in the default path NAME.sock */
 
 struct control;
 struct control_client;
@@ -35,6 +36,26 @@ int control_fd(const struct control *c);
 
 /* Queues text as the whole reply and closes the client once it is written. */
 void control_reply(struct control_client *c, const char *text);
+
+/* Asked by a stream for what it has: it appends with control_stream_write(), or nothing. */
+typedef void (*control_fill_fn)(void *userdata, struct control_client *c);
+
+/*
+ * Turns c into a stream (batonctl events) instead of one reply: first is written, then fill is
+ * called whenever all before has been written, until it adds nothing; control_stream_kick()
+ * asks again. Writes never block: a client that reads slowly is simply asked less often. The
+ * client stays until it hangs up or control_free(); it is not "waiting" for
+ * control_foreach_waiting().
+ */
+void control_stream_start(struct control_client *c, const char *first, control_fill_fn fill,
+			  void *userdata);
+
+/* From a fill callback: appends text. Returns 0, or -ENOBUFS past CONTROL_STREAM_MAX unsent
+ * bytes, or -ENOMEM. */
+int control_stream_write(struct control_client *c, const char *text, size_t len);
+
+/* There is something new: asks every stream client whose output is all written for more. */
+void control_stream_kick(struct control *c);
 
 /* A slot for the caller: e.g. the generation a waiting "reload" is about. */
 void control_client_set_data(struct control_client *c, long data);

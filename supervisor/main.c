@@ -186,8 +186,10 @@ static int open_sources(struct batond *b)
 		return r;
 	/* The control socket first: einhorn's socket (events.c) is named after it. */
 	r = commands_open(b);
-	if (r < 0)
+	if (r < 0) {
+		b->exit_code = 2; /* in use, or nowhere to put it: a configuration problem */
 		return r;
+	}
 	r = events_open(b);
 	if (r < 0)
 		return r;
@@ -254,6 +256,7 @@ static void batond_done(struct batond *b)
 		(void)unlink(b->cfg.pid_file);
 	events_close(b);
 	stop_close(b);
+	b->events = eventlog_free(b->events);
 	b->event = sd_event_unref(b->event);
 }
 
@@ -278,6 +281,10 @@ int main(int argc, char **argv)
 		b.listen_fds[i] = -1;
 
 	r = actions_new(&b);
+	/* Numbers go on across an upgrade: the previous image says where it stopped. */
+	b.events = r < 0 ? NULL : eventlog_new(upgrade_event_seq());
+	if (r >= 0 && !b.events)
+		r = -ENOMEM;
 	if (r < 0) {
 		log_error_errno(r, "create rollout state");
 		batond_done(&b);
@@ -313,6 +320,6 @@ int main(int argc, char **argv)
 	r = run(&b);
 	batond_done(&b);
 	if (r < 0)
-		return 1;
+		return b.exit_code ? b.exit_code : 1;
 	return b.exit_code;
 }

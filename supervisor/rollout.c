@@ -351,8 +351,15 @@ static void mark_ready(struct rollout *r, struct rollout_worker *w, uint64_t now
 	w->state = ROLLOUT_W_READY;
 	w->ready_usec = now;
 	w->deadline_usec = 0;
-	if (g && g == serving(r))
-		report(r, ROLLOUT_WORKER_BACK, NULL, w);
+	if (g)
+		report_with(r, (struct rollout_action){
+				       .report = g == serving(r) ? ROLLOUT_WORKER_BACK
+								 : ROLLOUT_WORKER_UP,
+				       .gen = w->gen,
+				       .index = w->index,
+				       .pid = w->pid,
+				       .usec = now >= w->spawned_usec ? now - w->spawned_usec : 0,
+			       });
 }
 
 static void on_spawned(struct rollout *r, const struct rollout_event *ev)
@@ -1002,6 +1009,11 @@ int rollout_describe(const struct rollout_action *a, char *buf, size_t size)
 		(void)snprintf(buf, size, "generation %u worker %u (pid %d): respawned and ready",
 			       a->gen, a->index, a->pid);
 		return LOG_INFO;
+	case ROLLOUT_WORKER_UP:
+		format_ms(a->usec, t, sizeof(t));
+		(void)snprintf(buf, size, "generation %u worker %u (pid %d): ready in %s", a->gen,
+			       a->index, a->pid, t);
+		return LOG_DEBUG;
 	case ROLLOUT_WORKER_EXIT:
 		format_end(a->signaled, a->status, t, sizeof(t));
 		(void)snprintf(buf, size, "generation %u worker %u (pid %d): exited with %s",

@@ -73,12 +73,14 @@ enum rollout_report {
 	ROLLOUT_RELOAD_PENDING, /* reload asked for during one: will run after it */
 	ROLLOUT_RELOAD_IGNORED, /* reload asked for while stopping */
 	ROLLOUT_START_FAILED,	/* the first generation never got ready: .reason etc.; exit 1 */
-	ROLLOUT_WORKER_BACK,	/* a respawned worker .gen/.index/.pid is ready */
+	ROLLOUT_WORKER_BACK,	/* a respawned worker .gen/.index/.pid is ready (.usec) */
 	ROLLOUT_WORKER_EXIT,	/* .gen/.index/.pid exited (.signaled/.status) as asked */
 	ROLLOUT_WORKER_CRASHED, /* .gen/.index/.pid exited unasked; respawn in .usec */
 	ROLLOUT_WORKER_KILLED,	/* .gen/.index/.pid missed its drain (or ready) deadline */
 	ROLLOUT_SPAWN_ERROR,	/* spawning .gen/.index failed with .error; respawn in .usec */
 	ROLLOUT_STOPPING,	/* stop begun: .count workers to drain */
+	ROLLOUT_WORKER_UP,	/* .gen/.index/.pid of a starting generation is ready, .usec after
+				   it was spawned */
 };
 
 enum rollout_reason {

@@ -11,29 +11,27 @@
 
 #include "batond.h"
 #include "cleanup.h"
+#include "json.h"
+#include "control.h"
 #include "listen_close.h"
 #include "loop.h"
 
-static void json_string(FILE *f, const char *s)
-{
-	(void)fputc('"', f);
-	for (; *s; s++) {
-		unsigned char c = (unsigned char)*s;
-
-		if (c == '"' || c == '\\')
-			(void)fprintf(f, "\\%c", c);
-		else if (c < 0x20 || c == 0x7f)
-			(void)fprintf(f, "\\u%04x", c);
-		else
-			(void)fputc(c, f);
-	}
-	(void)fputc('"', f);
-}
-
 static void format_json(FILE *f, const struct status_view *v)
 {
+	(void)fprintf(f, "{\"name\":");
+	json_write_string(f, v->name);
+	(void)fputs(",\"pid_file\":", f);
+	if (v->pid_file)
+		json_write_string(f, v->pid_file);
+	else
+		(void)fputs("null", f);
+	(void)fprintf(f, ",\"pid_file_pid\":");
+	if (v->pid_file_pid > 0)
+		(void)fprintf(f, "%d,", v->pid_file_pid);
+	else
+		(void)fputs("null,", f);
 	(void)fprintf(f,
-		      "{\"version\":\"%s\",\"pid\":%d,\"uptime_sec\":%" PRIu64
+		      "\"version\":\"%s\",\"pid\":%d,\"uptime_sec\":%" PRIu64
 		      ",\"serving_generation\":%u,\"starting_generation\":%u,"
 		      "\"reload_pending\":%s,\"stopping\":%s,\"last_reload\":",
 		      BATON_VERSION, v->pid, v->uptime_sec, v->serving_gen, v->starting_gen,
@@ -42,7 +40,7 @@ static void format_json(FILE *f, const struct status_view *v)
 		(void)fprintf(f, "{\"generation\":%u,\"ok\":%s,\"ago_sec\":%" PRIu64 ",\"text\":",
 			      v->last_reload_gen, v->last_reload_ok ? "true" : "false",
 			      v->last_reload_ago_sec);
-		json_string(f, v->last_reload_text);
+		json_write_string(f, v->last_reload_text);
 		(void)fputc('}', f);
 	} else {
 		(void)fputs("null", f);
@@ -62,7 +60,7 @@ static void format_json(FILE *f, const struct status_view *v)
 				      "\"status\":",
 				      i ? "," : "", w->index, w->pid, w->state, w->uptime_sec,
 				      v->ready_source);
-			json_string(f, w->status);
+			json_write_string(f, w->status);
 			(void)fputc('}', f);
 		}
 		(void)fputs("]}", f);
@@ -72,9 +70,9 @@ static void format_json(FILE *f, const struct status_view *v)
 		const struct status_listener *l = &v->listeners[i];
 
 		(void)fprintf(f, "%s{\"name\":", i ? "," : "");
-		json_string(f, l->name);
+		json_write_string(f, l->name);
 		(void)fputs(",\"address\":", f);
-		json_string(f, l->address);
+		json_write_string(f, l->address);
 		(void)fprintf(f, ",\"kind\":\"%s\",\"queued\":%ld,\"backlog\":%ld,\"retiring\":%s}",
 			      l->kind, l->queued, l->backlog, l->retiring ? "true" : "false");
 	}
@@ -83,8 +81,16 @@ static void format_json(FILE *f, const struct status_view *v)
 
 static void format_text(FILE *f, const struct status_view *v)
 {
-	(void)fprintf(f, "batond %s, pid %d, up %" PRIu64 "s\n", BATON_VERSION, v->pid,
-		      v->uptime_sec);
+	(void)fprintf(f, "batond %s, pid %d (%s), up %" PRIu64 "s\n", BATON_VERSION, v->pid,
+		      v->name, v->uptime_sec);
+	/* The pid file must name the batond that answers on this control socket. */
+	if (v->pid_file && v->pid_file_pid < 0)
+		(void)fprintf(f, "warning: pid file %s cannot be read\n", v->pid_file);
+	else if (v->pid_file && v->pid_file_pid != v->pid)
+		(void)fprintf(f,
+			      "warning: pid file %s names pid %d, not this batond (pid %d): "
+			      "two batonds share it?\n",
+			      v->pid_file, v->pid_file_pid, v->pid);
 	if (v->has_last_reload)
 		(void)fprintf(f, "last reload: %s (%" PRIu64 "s ago)\n", v->last_reload_text,
 			      v->last_reload_ago_sec);
@@ -170,6 +176,20 @@ static void listener_queue(const struct listener *l, int backlog, long *ret_queu
 	}
 }
 
+/* The pid a pid file names, or -1 if it cannot be read or holds no pid. */
+static int read_pid_file(const char *path)
+{
+	FILE *f = fopen(path, "re");
+	int pid = -1;
+
+	if (!f)
+		return -1;
+	if (fscanf(f, "%d", &pid) != 1 || pid <= 0)
+		pid = -1;
+	(void)fclose(f);
+	return pid;
+}
+
 static const char *gen_role(const struct batond *b, unsigned gen)
 {
 	if (gen == rollout_serving_gen(b->rollout))
@@ -207,6 +227,9 @@ static void take_view(const struct batond *b, struct status_view *v)
 	uint64_t now = loop_now_usec();
 
 	v->pid = (int)getpid();
+	v->name = b->cfg.name ?: CONTROL_NAME_DEFAULT;
+	v->pid_file = b->cfg.pid_file;
+	v->pid_file_pid = b->cfg.pid_file ? read_pid_file(b->cfg.pid_file) : 0;
 	v->uptime_sec = (now - b->started_usec) / 1000000;
 	v->serving_gen = rollout_serving_gen(b->rollout);
 	v->starting_gen = rollout_starting_gen(b->rollout);
@@ -253,6 +276,47 @@ static void take_view(const struct batond *b, struct status_view *v)
 		};
 		listener_queue(l, b->cfg.backlog, &sl->queued, &sl->backlog);
 	}
+}
+
+char *status_identity(const struct batond *b, bool json)
+{
+	char *buf = NULL;
+	size_t size = 0;
+	FILE *f = open_memstream(&buf, &size);
+
+	if (!f)
+		return NULL;
+	if (json) {
+		(void)fprintf(f, "{\"pid\":%d,\"name\":", (int)getpid());
+		json_write_string(f, b->cfg.name ?: CONTROL_NAME_DEFAULT);
+		(void)fputs(",\"version\":\"" BATON_VERSION "\",\"control\":", f);
+		json_write_string(f, b->control_path);
+		(void)fputs(",\"pid_file\":", f);
+		if (b->cfg.pid_file)
+			json_write_string(f, b->cfg.pid_file);
+		else
+			(void)fputs("null", f);
+		(void)fputs(",\"listeners\":[", f);
+		for (size_t i = 0; i < b->cfg.n_listeners; i++) {
+			(void)fprintf(f, "%s{\"name\":", i ? "," : "");
+			json_write_string(f, b->cfg.listeners[i].name);
+			(void)fputs(",\"address\":", f);
+			json_write_string(f, b->cfg.listeners[i].spec);
+			(void)fputc('}', f);
+		}
+		(void)fputs("]}", f);
+	} else {
+		(void)fprintf(f, "batond pid %d (%s); listeners", (int)getpid(),
+			      b->cfg.name ?: CONTROL_NAME_DEFAULT);
+		for (size_t i = 0; i < b->cfg.n_listeners; i++)
+			(void)fprintf(f, "%s %s=%s", i ? "," : "", b->cfg.listeners[i].name,
+				      b->cfg.listeners[i].spec);
+	}
+	if (fclose(f) != 0) {
+		free(buf);
+		return NULL;
+	}
+	return buf;
 }
 
 char *status_render(const struct batond *b, bool json)

@@ -32,6 +32,9 @@ struct status_listener {
 
 struct status_view {
 	int pid;
+	const char *name;     /* --name, or the default */
+	const char *pid_file; /* --pid-file, or NULL */
+	int pid_file_pid;     /* the pid it names; 0: none given, -1: cannot be read */
 	uint64_t uptime_sec;
 	unsigned serving_gen, starting_gen;
 	bool reload_pending, stopping;

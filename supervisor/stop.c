@@ -101,13 +101,26 @@ static void watch_begin(struct quiesce_watch *w, int only, uint64_t timeout_usec
 static void stop_queues_done(struct batond *b, enum quiesce_result res, unsigned queued,
 			     unsigned half_open)
 {
+	uint64_t usec = loop_now_usec() - b->stop_watch.q.started_usec;
+	char line[256];
+
 	if (res == QUIESCE_TIMED_OUT)
-		log_warning("stop: %u queued and %u half-open connections left at the stop "
-			    "timeout; closing resets them",
-			    queued, half_open);
+		(void)snprintf(line, sizeof(line),
+			       "stop: %u queued and %u half-open connections left at the stop "
+			       "timeout; closing resets them",
+			       queued, half_open);
 	else
-		log_info("stop: every queue empty after %" PRIu64 "ms; draining the workers",
-			 (loop_now_usec() - b->stop_watch.q.started_usec) / 1000);
+		(void)snprintf(line, sizeof(line),
+			       "stop: every queue empty after %" PRIu64 "ms; draining the workers",
+			       usec / 1000);
+	batond_event(b, &(struct eventlog_event){ .type = EVENT_STOP_QUEUES_DONE,
+						  .level = res == QUIESCE_TIMED_OUT ? LOG_WARNING
+										    : LOG_INFO,
+						  .queued = queued,
+						  .half_open = half_open,
+						  .timed_out = res == QUIESCE_TIMED_OUT,
+						  .usec = usec,
+						  .message = line });
 	if (stop_plan_queues_done(&b->stop_stage) == STOP_STEP_DRAIN)
 		batond_feed_simple(b, ROLLOUT_STOP, false);
 }
@@ -115,6 +128,7 @@ static void stop_queues_done(struct batond *b, enum quiesce_result res, unsigned
 /* Stage 1 on every listener, then stage 2. */
 static void stop_refuse_new(struct batond *b)
 {
+	char line[160];
 	unsigned n = 0;
 
 	for (size_t i = 0; i < b->cfg.n_listeners; i++) {
@@ -131,8 +145,14 @@ static void stop_refuse_new(struct batond *b)
 		else
 			n++;
 	}
-	log_info("stop: new connections refused on %u of %zu listeners; serving what is queued", n,
-		 b->cfg.n_listeners);
+	(void)snprintf(
+		line, sizeof(line),
+		"stop: new connections refused on %u of %zu listeners; serving what is queued", n,
+		b->cfg.n_listeners);
+	batond_event(b, &(struct eventlog_event){ .type = EVENT_STOP_REFUSING,
+						  .level = LOG_INFO,
+						  .count = n,
+						  .message = line });
 	watch_begin(&b->stop_watch, -1, b->cfg.stop_timeout_usec);
 }
 
@@ -185,6 +205,7 @@ static void retire_done(struct batond *b, enum quiesce_result res, unsigned queu
 {
 	size_t i = (size_t)b->retire_watch.only;
 	struct listener *l = &b->cfg.listeners[i];
+	char line[sizeof(b->retire_reply)];
 
 	/*
 	 * Workers of running generations still hold their copies, so closing ours resets nothing;
@@ -199,7 +220,18 @@ static void retire_done(struct batond *b, enum quiesce_result res, unsigned queu
 		(void)snprintf(b->retire_reply, sizeof(b->retire_reply),
 			       "ok retired %s (%s): queue empty after %" PRIu64 "ms\n", l->name,
 			       l->spec, (loop_now_usec() - b->retire_watch.q.started_usec) / 1000);
-	log_info("%.*s", (int)strcspn(b->retire_reply + 3, "\n"), b->retire_reply + 3);
+	(void)snprintf(line, sizeof(line), "%.*s", (int)strcspn(b->retire_reply + 3, "\n"),
+		       b->retire_reply + 3);
+	batond_event(b, &(struct eventlog_event){ .type = EVENT_LISTENER_RETIRED,
+						  .level = LOG_INFO,
+						  .listener = l->name,
+						  .address = l->spec,
+						  .queued = queued,
+						  .half_open = half_open,
+						  .timed_out = res == QUIESCE_TIMED_OUT,
+						  .usec = loop_now_usec() -
+							  b->retire_watch.q.started_usec,
+						  .message = line });
 	listener_close(l);
 	memmove(l, l + 1, (b->cfg.n_listeners - i - 1) * sizeof(*l));
 	b->cfg.n_listeners--;
@@ -241,8 +273,14 @@ void stop_retire(struct batond *b, struct control_client *cl, const char *name)
 		control_reply(cl, reply);
 		return;
 	}
-	log_info("retire %s (%s): new connections refused; serving what is queued", l->name,
-		 l->spec);
+	(void)snprintf(reply, sizeof(reply),
+		       "retire %s (%s): new connections refused; serving what is queued", l->name,
+		       l->spec);
+	batond_event(b, &(struct eventlog_event){ .type = EVENT_LISTENER_RETIRING,
+						  .level = LOG_INFO,
+						  .listener = l->name,
+						  .address = l->spec,
+						  .message = reply });
 	control_client_set_data(cl, COMMAND_WAIT_RETIRE);
 	watch_begin(&b->retire_watch, found, b->cfg.stop_timeout_usec);
 }

@@ -4,6 +4,8 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
+#include <stdarg.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -31,6 +33,62 @@ static int fd_set_cloexec(int fd, bool on)
 	if (fcntl(fd, F_SETFD, on ? flags | FD_CLOEXEC : flags & ~FD_CLOEXEC) < 0)
 		return -errno;
 	return 0;
+}
+
+#define UPGRADE_ENV_EVENT_SEQ "BATON_EVENT_SEQ" /* the next event's number, for the new image */
+
+static void upgrade_event(struct batond *b, enum eventlog_type type, int level, const char *fmt,
+			  ...) __attribute__((format(printf, 4, 5)));
+
+static void upgrade_event(struct batond *b, enum eventlog_type type, int level, const char *fmt,
+			  ...)
+{
+	char line[4400];
+	va_list ap;
+
+	va_start(ap, fmt);
+	(void)vsnprintf(line, sizeof(line), fmt, ap);
+	va_end(ap);
+	batond_event(b, &(struct eventlog_event){ .type = type, .level = level, .message = line });
+}
+
+static void upgrade_took_over(struct batond *b, unsigned n_workers, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+/* In the new image: the event that says it took over (the numbers went on, see below). */
+static void upgrade_took_over(struct batond *b, unsigned n_workers, const char *fmt, ...)
+{
+	char line[512];
+	va_list ap;
+
+	va_start(ap, fmt);
+	(void)vsnprintf(line, sizeof(line), fmt, ap);
+	va_end(ap);
+	batond_event(b, &(struct eventlog_event){ .type = EVENT_UPGRADED,
+						  .level = LOG_NOTICE,
+						  .generation = rollout_serving_gen(b->rollout),
+						  .count = n_workers,
+						  .message = line });
+}
+
+/* Right before execve(): where the new image goes on numbering events. */
+static void pass_event_seq(struct batond *b)
+{
+	char num[32];
+
+	if (b->events) {
+		(void)snprintf(num, sizeof(num), "%" PRIu64, eventlog_next_seq(b->events));
+		(void)setenv(UPGRADE_ENV_EVENT_SEQ, num, 1);
+	}
+}
+
+uint64_t upgrade_event_seq(void)
+{
+	const char *e = getenv(UPGRADE_ENV_EVENT_SEQ);
+	uint64_t seq = e ? strtoull(e, NULL, 10) : 0;
+
+	(void)unsetenv(UPGRADE_ENV_EVENT_SEQ);
+	return seq ? seq : 1;
 }
 
 /*
@@ -78,9 +136,12 @@ static int exec_minimal(struct batond *b)
 		(void)fd_set_cloexec(b->cfg.listeners[i].fd, false);
 	(void)setenv("BATON_HANDOFF_LISTENERS", ls, 1);
 	(void)setenv("BATON_HANDOFF_WORKERS", ws, 1);
-	log_notice("upgrade: executing %s with the minimal handoff", b->self_path);
+	upgrade_event(b, EVENT_UPGRADE_STARTED, LOG_NOTICE,
+		      "upgrade: executing %s with the minimal handoff", b->self_path);
+	pass_event_seq(b);
 	(void)execve(b->self_path, b->argv, environ);
 	r = -errno;
+	(void)unsetenv(UPGRADE_ENV_EVENT_SEQ);
 	(void)unsetenv("BATON_HANDOFF_LISTENERS");
 	(void)unsetenv("BATON_HANDOFF_WORKERS");
 	for (size_t i = 0; i < b->cfg.n_listeners; i++)
@@ -181,11 +242,14 @@ static int exec_full(struct batond *b)
 		(void)snprintf(num, sizeof(num), "%d", fallback_fd);
 		(void)setenv(UPGRADE_ENV_FALLBACK, num, 1);
 	}
-	log_notice("upgrade: executing %s with %zu listeners and %zu workers", b->self_path,
-		   st->n_listeners, st->n_workers);
+	upgrade_event(b, EVENT_UPGRADE_STARTED, LOG_NOTICE,
+		      "upgrade: executing %s with %zu listeners and %zu workers", b->self_path,
+		      st->n_listeners, st->n_workers);
+	pass_event_seq(b);
 	/* Signals stay blocked and pending across execve(): no SIGCHLD is lost meanwhile. */
 	(void)execve(b->self_path, b->argv, environ);
 	r = -errno;
+	(void)unsetenv(UPGRADE_ENV_EVENT_SEQ);
 	(void)unsetenv(UPGRADE_ENV_STATE);
 	(void)unsetenv(UPGRADE_ENV_FALLBACK);
 	(void)keep_fds(b, state_fd, fallback_fd, false);
@@ -196,8 +260,9 @@ static bool upgrade_refused_now(struct batond *b)
 {
 	if (!rollout_starting_gen(b->rollout) && !stop_begun(b))
 		return false;
-	log_warning("upgrade: refused while a generation starts or batond stops; "
-		    "send SIGUSR2 again later");
+	upgrade_event(b, EVENT_UPGRADE_REFUSED, LOG_WARNING,
+		      "upgrade: refused while a generation starts or batond stops; send SIGUSR2 "
+		      "again later");
 	return true;
 }
 
@@ -240,10 +305,11 @@ static void preflight_done(struct batond *b, bool timed_out)
 		(void)exec_minimal(b);
 		return;
 	}
-	log_error("upgrade %s: the new binary answered '%.*s' to %s%s, expected '%.*s'; "
-		  "refused, this batond keeps serving",
-		  b->self_path, (int)strcspn(answer, "\n"), answer, UPGRADE_CHECK_OPTION,
-		  timed_out ? " (timed out)" : "", (int)strcspn(expect, "\n"), expect);
+	upgrade_event(b, EVENT_UPGRADE_REFUSED, LOG_ERR,
+		      "upgrade %s: the new binary answered '%.*s' to %s%s, expected '%.*s'; "
+		      "refused, this batond keeps serving",
+		      b->self_path, (int)strcspn(answer, "\n"), answer, UPGRADE_CHECK_OPTION,
+		      timed_out ? " (timed out)" : "", (int)strcspn(expect, "\n"), expect);
 }
 
 static int on_preflight_io(sd_event_source *s, int fd, uint32_t revents, void *userdata)
@@ -438,9 +504,11 @@ static int take_over_minimal(struct batond *b)
 	(void)unsetenv("BATON_HANDOFF_LISTENERS");
 	(void)unsetenv("BATON_HANDOFF_WORKERS");
 	b->handoff = true;
-	log_notice("upgrade: took over the minimal handoff: %zu listeners, %u workers; rolling a "
-		   "fresh generation",
-		   b->cfg.n_listeners, n);
+	upgrade_took_over(
+		b, n,
+		"upgrade: took over the minimal handoff: %zu listeners, %u workers; rolling "
+		"a fresh generation",
+		b->cfg.n_listeners, n);
 	return 1;
 }
 
@@ -506,8 +574,10 @@ int upgrade_take_over(struct batond *b)
 		(void)unsetenv(UPGRADE_ENV_FALLBACK);
 	}
 	b->adopted = true;
-	log_notice("upgrade: took over %zu listeners and %zu workers (serving generation %u)",
-		   st->n_listeners, st->n_workers, rollout_serving_gen(b->rollout));
+	upgrade_took_over(
+		b, (unsigned)st->n_workers,
+		"upgrade: took over %zu listeners and %zu workers (serving generation %u)",
+		st->n_listeners, st->n_workers, rollout_serving_gen(b->rollout));
 	return 1;
 }
 

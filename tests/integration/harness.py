@@ -2,9 +2,11 @@
 """harness.py - run batond, workers and load on loopback; track and stop every process by pid."""
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 
@@ -100,6 +102,13 @@ class Batond(StderrReader):
         e = dict(os.environ)
         e.pop("NOTIFY_SOCKET", None)
         e.pop("LISTEN_FDS", None)
+        # A batond without -c gets a control socket of its own: batond refuses to start on
+        # one that another batond (another test, another checkout's tests) answers on.
+        self.runtime_dir = None
+        if not any(a in ("-c", "--control", "--no-control") or a.startswith("--control=")
+                   for a in args) and not (env and "RUNTIME_DIRECTORY" in env):
+            self.runtime_dir = tempfile.mkdtemp(prefix="baton-run.")
+            e["RUNTIME_DIRECTORY"] = self.runtime_dir
         if env:
             e.update(env)
         self.known = {}  # pid: its start time, for cleanup; see remember()
@@ -194,6 +203,12 @@ class Batond(StderrReader):
         except subprocess.TimeoutExpired:
             pass
         self.reader.join(timeout=5)
+        if self.runtime_dir:
+            shutil.rmtree(self.runtime_dir, ignore_errors=True)
+
+    def control(self):
+        """The control socket path when the harness chose it (no -c given)."""
+        return os.path.join(self.runtime_dir, "batond.sock") if self.runtime_dir else None
 
 
 class Proc(StderrReader):

@@ -134,3 +134,67 @@ def test_other_users_and_bad_requests_are_refused():
             check(rc == 1, "unreachable batond is not a failure")
         finally:
             b.cleanup()
+
+
+def test_every_command_says_which_batond_answered_and_json_includes_it():
+    with tempfile.TemporaryDirectory() as d:
+        sock = f"{d}/ctl.sock"
+        b = Batond(["-c", sock, "--name", "web", "-l", "api=127.0.0.1:0",
+                    "--pid-file", f"{d}/web.pid"], [HTTPD])
+        try:
+            b.wait_log(r"generation 1: 1/1 workers ready")
+            addr = b.address("api")
+            rc, out, err = ctl(sock, "version")
+            check(rc == 0 and out.startswith("batond "), out)
+            check(f"batond pid {b.pid} (web); listeners api={addr}" in err and sock in err, err)
+            rc, out, err = ctl(sock, "-q", "version")
+            check(rc == 0 and err == "", err)
+            rc, out, _ = ctl(sock, "--json", "version")
+            j = json.loads(out)
+            check(j["result"] == "ok" and j["message"].startswith("batond ") and
+                  j["batond"]["pid"] == b.pid and j["batond"]["name"] == "web" and
+                  j["batond"]["listeners"] == [{"name": "api", "address": addr}], j)
+            rc, out, _ = ctl(sock, "--json", "retire", "nosuch")
+            j = json.loads(out)
+            check(rc == 1 and j["result"] == "failed" and "nosuch" in j["message"], j)
+            rc, out, _ = ctl(sock, "identify", "--json")
+            check(json.loads(out)["pid_file"] == f"{d}/web.pid", out)
+            s = json.loads(ctl(sock, "status", "--json")[1])
+            check(s["name"] == "web" and s["pid_file_pid"] == b.pid, s)
+            rc, out, _ = ctl(sock, "status")
+            check(f"pid {b.pid} (web)" in out and "warning" not in out, out)
+            # Another process took the pid file over: status says so.
+            with open(f"{d}/web.pid", "w") as f:
+                f.write("1\n")
+            rc, out, _ = ctl(sock, "status")
+            check(rc == 0 and f"warning: pid file {d}/web.pid names pid 1, not this batond "
+                  f"(pid {b.pid})" in out, out)
+        finally:
+            b.cleanup()
+
+
+def test_a_second_batond_on_a_control_socket_in_use_refuses_to_start():
+    with tempfile.TemporaryDirectory() as d:
+        env = {"RUNTIME_DIRECTORY": d}
+        first = Batond(["--name", "web", "-l", "127.0.0.1:0"], [HTTPD], env=env)
+        second = third = None
+        try:
+            first.wait_log(r"generation 1: 1/1 workers ready")
+            second = Batond(["--name", "web", "-l", "127.0.0.1:0"], [HTTPD], env=env)
+            check(second.wait_exit() == 2, "the second batond did not exit 2")
+            second.wait_log(rf"control socket {d}/web.sock is in use by pid {first.pid} "
+                            r"\(batond\): .*--no-control")
+            check(second.count(r"generation 1") == 0, "the second batond started workers")
+            # batonctl still reaches the first one.
+            rc, out, _ = ctl(f"{d}/web.sock", "status", "--json")
+            check(rc == 0 and json.loads(out)["pid"] == first.pid, out)
+            # Told to run without one, it runs.
+            third = Batond(["--name", "web", "--no-control", "-l", "127.0.0.1:0"], [HTTPD],
+                           env=env)
+            third.wait_log(r"generation 1: 1/1 workers ready")
+            rc, out, _ = ctl(f"{d}/web.sock", "status", "--json")
+            check(json.loads(out)["pid"] == first.pid, out)
+        finally:
+            for b in (third, second, first):
+                if b:
+                    b.cleanup()

@@ -310,3 +310,24 @@ def test_help_and_version():
     p = subprocess.run([bin_path("batond"), "--version"], capture_output=True, text=True,
                        timeout=30)
     check(p.returncode == 0 and re.match(r"batond \d+\.\d+\.\d+", p.stdout), "version")
+
+
+def test_every_problem_of_a_command_line_is_reported_at_once():
+    p = subprocess.run([bin_path("batond"), "--pass", "scm,env", "--ready-timeout", "soon",
+                        "--", "true"], capture_output=True, text=True, timeout=30)
+    check(p.returncode == 2, f"exit {p.returncode}")
+    lines = p.stderr.splitlines()
+    check(any("invalid --pass 'scm,env': scm goes alone" in l for l in lines), p.stderr)
+    check(any("invalid --ready-timeout 'soon'" in l for l in lines), p.stderr)
+    check(any("no listener" in l for l in lines), p.stderr)
+    check(lines[-1] == "batond: 3 problems with the command line (try 'batond --help')",
+          p.stderr)
+
+
+def test_help_says_what_0_means_for_every_timeout():
+    out = subprocess.run([bin_path("batond"), "--help"], capture_output=True, text=True,
+                         timeout=30).stdout
+    for opt in ("--ready-timeout", "--drain-timeout", "--stop-timeout"):
+        text = out[out.index(opt):]
+        text = text[:text.index("\n      --", 1)]
+        check("0:" in text, f"{opt} does not say what 0 means: {text}")

@@ -37,7 +37,8 @@ START_TEST(the_names_in_errors_and_help_come_from_the_table)
 	FILE *f = open_memstream(&help, &size);
 
 	command_names(names, sizeof(names));
-	ck_assert_str_eq(names, "status, reload, stop, upgrade, listen, retire, version");
+	ck_assert_str_eq(names, "status, reload, stop, upgrade, listen, retire, version, events, "
+				"identify");
 	ck_assert_ptr_nonnull(f);
 	command_help(f);
 	ck_assert_int_eq(fclose(f), 0);
@@ -78,6 +79,19 @@ START_TEST(request_lines_parse_into_command_argument_and_flag)
 	ck_assert(!flag);
 
 	c = NULL;
+	ck_assert_int_eq(command_parse("events since 7", &c, &arg, &flag), 0);
+	ck_assert_int_eq(c->id, COMMAND_EVENTS);
+	ck_assert_str_eq(arg, "7");
+	ck_assert(flag);
+	ck_assert_int_eq(command_parse("events", &c, &arg, &flag), 0);
+	ck_assert_ptr_null(arg);
+	ck_assert(!flag);
+
+	c = NULL;
+	ck_assert_int_eq(command_parse("events since", &c, &arg, &flag), -EINVAL);
+	ck_assert_int_eq(command_parse("events since ", &c, &arg, &flag), -EINVAL);
+	ck_assert_int_eq(command_parse("events sincere 7", &c, &arg, &flag), -EINVAL);
+	ck_assert_int_eq(command_parse("status jsonx", &c, &arg, &flag), -EINVAL);
 	ck_assert_int_eq(command_parse("status yaml", &c, &arg, &flag), -EINVAL);
 	ck_assert_int_eq(command_parse("stop now", &c, &arg, &flag), -EINVAL);
 	ck_assert_int_eq(command_parse("listen", &c, &arg, &flag), -EINVAL);
@@ -94,10 +108,12 @@ START_TEST(request_lines_format_back_to_what_batond_parses)
 
 	for (size_t i = 0; i < COMMAND__MAX; i++) {
 		const struct command *c = &command_table[i], *back = NULL;
-		const char *arg = c->arg_name ? "some-arg" : NULL, *got = NULL;
+		const char *got = NULL, *arg;
 		bool flag = false;
 
 		for (int f = 0; f <= (c->flag ? 1 : 0); f++) {
+			/* A positional argument, or the value its flag takes when given. */
+			arg = c->arg_name || (f && c->flag_arg) ? "some-arg" : NULL;
 			ck_assert_int_eq(command_format(c, arg, f, buf, sizeof(buf)), 0);
 			ck_assert_int_eq(command_parse(buf, &back, &got, &flag), 0);
 			ck_assert(back == c);
@@ -117,6 +133,13 @@ START_TEST(request_lines_format_back_to_what_batond_parses)
 	ck_assert_int_eq(
 		command_format(&command_table[COMMAND_RETIRE], "a-long-name", false, buf, 10),
 		-ENAMETOOLONG);
+	/* A flag that takes a value: "events since 42", the value only with the flag. */
+	ck_assert_int_eq(command_format(&command_table[COMMAND_EVENTS], "42", true, buf, 64), 0);
+	ck_assert_str_eq(buf, "events since 42");
+	ck_assert_int_eq(command_format(&command_table[COMMAND_EVENTS], NULL, true, buf, 64),
+			 -EINVAL);
+	ck_assert_int_eq(command_format(&command_table[COMMAND_EVENTS], "42", false, buf, 64),
+			 -EINVAL);
 }
 END_TEST
 
@@ -126,6 +149,7 @@ static struct status_view *sample_view(void)
 
 	ck_assert_ptr_nonnull(v);
 	v->pid = 42;
+	v->name = "web";
 	v->uptime_sec = 7;
 	v->serving_gen = 2;
 	v->starting_gen = 3;
@@ -154,7 +178,7 @@ START_TEST(status_text_shows_generations_workers_and_listeners)
 	char *t = status_format(v, false);
 
 	ck_assert_ptr_nonnull(t);
-	ck_assert_str_eq(t, "batond " BATON_VERSION ", pid 42, up 7s\n"
+	ck_assert_str_eq(t, "batond " BATON_VERSION ", pid 42 (web), up 7s\n"
 			    "last reload: generation 2: \"ok\" (3s ago)\n"
 			    "generation 2 (serving):\n"
 			    "  worker 0: pid 100, ready, up 5s\n"
@@ -163,6 +187,17 @@ START_TEST(status_text_shows_generations_workers_and_listeners)
 			    "  worker 0: pid 102, starting, up 0s\n"
 			    "listeners:\n"
 			    "  web: tcp://127.0.0.1:80, accept queue 1/128, retiring\n");
+	free(t);
+	/* The pid file must name this batond; status says when it does not. */
+	v->pid_file = "/run/web.pid";
+	v->pid_file_pid = 41;
+	t = status_format(v, false);
+	ck_assert_ptr_nonnull(strstr(t, "\nwarning: pid file /run/web.pid names pid 41, not this "
+					"batond (pid 42)"));
+	free(t);
+	v->pid_file_pid = 42;
+	t = status_format(v, false);
+	ck_assert_ptr_null(strstr(t, "warning"));
 	free(t);
 	free(v);
 }
