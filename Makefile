@@ -56,7 +56,8 @@ all: programs
 deps:
 	@{ $(PKG_CONFIG) --exists libsystemd check && command -v clang-format-14 && \
 	   command -v $(PYTHON) && command -v $(CC) && command -v nginx && \
-	   command -v lighttpd && command -v gunicorn; } >/dev/null 2>&1 || scripts/install-deps
+	   command -v lighttpd && command -v gunicorn && command -v prometheus && command -v curl; } >/dev/null 2>&1 || \
+	   scripts/install-deps
 
 programs: $(PROGRAMS)
 

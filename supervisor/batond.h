@@ -13,6 +13,7 @@
 #include "command_table.h"
 #include "config.h"
 #include "eventlog.h"
+#include "metrics.h"
 #include "notify.h"
 #include "rollout.h"
 #include "stop_plan.h"
@@ -27,6 +28,7 @@
  *   status.c    batonctl status, text and JSON, from one walk over this struct
  *   commands.c  the control requests (command_table.c names them for batond and batonctl)
  *   report.c    one event told everywhere: log line (journal fields), event ring, streams
+ *   metrics.c   --metrics: what batond counts, the Prometheus text, the /metrics server
  * State lives here and nowhere else: no file keeps a mutable global.
  */
 
@@ -34,6 +36,7 @@ struct channel;
 struct control;
 struct control_client;
 struct fdsock;
+struct metrics_server;
 
 /* Per worker record: what batond knows beyond the rollout machine's view. */
 struct worker_extra {
@@ -122,6 +125,10 @@ struct batond {
 	/* report.c: the events batonctl events streams, and how many slow readers missed. */
 	struct eventlog *events;
 	uint64_t events_dropped;
+
+	/* metrics.c: what the events counted, and the --metrics server. */
+	struct metrics_counters metrics;
+	struct metrics_server *metrics_server;
 };
 
 /* actions.c */
@@ -208,6 +215,9 @@ uint64_t upgrade_event_seq(void);
 /* batonctl status: a malloc()ed text for people, or JSON (batonctl(8)); NULL on ENOMEM. */
 char *status_render(const struct batond *b, bool json);
 
+/* One walk over batond's state fills *v (status, metrics). */
+void status_take_view(const struct batond *b, struct status_view *v);
+
 /* Who this batond is (pid, name, version, control socket, pid file, listeners): a malloc()ed
  * JSON object or one line of text; NULL on ENOMEM. */
 char *status_identity(const struct batond *b, bool json);
@@ -223,6 +233,16 @@ void batond_report_rollout(struct batond *b, const struct rollout_action *a, int
 
 /* batonctl events: cl becomes a stream of JSON lines, from since (replay) or from now on. */
 void batond_events_stream(struct batond *b, struct control_client *cl, bool replay, uint64_t since);
+
+/* metrics.c */
+
+/* --metrics: binds and serves /metrics; 0 (also without --metrics), or a negative errno after
+ * logging. */
+int metrics_open(struct batond *b);
+void metrics_close(struct batond *b);
+
+/* Counts ev for the metrics (called for every event). */
+void metrics_on_event(struct batond *b, const struct eventlog_event *ev);
 
 /* commands.c */
 

@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <getopt.h>
+#include <arpa/inet.h>
 #include <limits.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -78,6 +79,9 @@ void config_help(FILE *f)
 		"      --name NAME              instance name for the control socket (batond)\n"
 		"      --no-control             run without a control socket (batonctl cannot\n"
 		"                               reach this batond)\n"
+		"      --metrics ADDRESS        serve Prometheus metrics at /metrics: "
+		"127.0.0.1:PORT,\n"
+		"                               [::1]:PORT, or unix:/path (see batond(8))\n"
 		"      --pid-file PATH          write batond's pid to PATH, removed on exit\n"
 		"  -v, --verbose                log debug messages too\n"
 		"  -h, --help                   show this help and exit\n"
@@ -333,6 +337,32 @@ static void count_problem(int r, unsigned *n, int *first)
 		*first = r;
 }
 
+/* --metrics ADDRESS: TCP on a loopback address, or a Unix socket. */
+static int metrics_option(struct config *c, const char *arg)
+{
+	struct listener *l = &c->metrics;
+	bool loopback;
+	int r = listener_parse(arg, 0, l);
+
+	if (r < 0 || l->kind == LISTENER_UDP)
+		return usage_error("invalid --metrics '%s': expected 127.0.0.1:PORT, [::1]:PORT, "
+				   "unix:/path or unix:@name",
+				   arg);
+	if (l->kind == LISTENER_TCP) {
+		if (l->addr.sa.sa_family == AF_INET)
+			loopback = (ntohl(l->addr.in.sin_addr.s_addr) >> 24) == 127;
+		else
+			loopback = IN6_IS_ADDR_LOOPBACK(&l->addr.in6.sin6_addr);
+		/* Plain HTTP without authentication: other hosts reach it through a proxy. */
+		if (!loopback)
+			return usage_error("invalid --metrics '%s': TCP on a loopback address only "
+					   "(127.0.0.0/8, ::1), or a Unix socket",
+					   arg);
+	}
+	c->has_metrics = true;
+	return 0;
+}
+
 /* --pass, checked whole: scm goes alone. */
 static int pass_option(const char *arg, unsigned *ret)
 {
@@ -398,6 +428,7 @@ int config_parse(int argc, char **argv, struct config *c)
 		OPT_FD_SOCKET,
 		OPT_FD_ALLOW,
 		OPT_NO_CONTROL,
+		OPT_METRICS,
 	};
 	static const struct option options[] = {
 		{ "listen", required_argument, NULL, 'l' },
@@ -415,6 +446,7 @@ int config_parse(int argc, char **argv, struct config *c)
 		{ "fdstore", no_argument, NULL, OPT_FDSTORE },
 		{ "control", required_argument, NULL, 'c' },
 		{ "no-control", no_argument, NULL, OPT_NO_CONTROL },
+		{ "metrics", required_argument, NULL, OPT_METRICS },
 		{ "name", required_argument, NULL, OPT_NAME },
 		{ "pass", required_argument, NULL, OPT_PASS },
 		{ "fd-socket", required_argument, NULL, OPT_FD_SOCKET },
@@ -559,6 +591,9 @@ int config_parse(int argc, char **argv, struct config *c)
 		case OPT_NO_CONTROL:
 			c->no_control = true;
 			r = 0;
+			break;
+		case OPT_METRICS:
+			r = metrics_option(c, optarg);
 			break;
 		case OPT_NAME:
 			r = 0;

@@ -49,7 +49,7 @@ int log_get_max_level(void)
 	return log_max_level;
 }
 
-/* One "NAME=value" field into f (LOG_FIELD_MAX bytes) and iov; false if it was cut. */
+/* One "NAME=value" field into f (LOG_FIELD_MAX bytes, cut to fit) and the next iov. */
 static void add_field(struct iovec *iov, size_t *n, char f[LOG_FIELD_MAX], const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));
 
@@ -65,10 +65,7 @@ static void add_field(struct iovec *iov, size_t *n, char f[LOG_FIELD_MAX], const
 		return;
 	if (len >= LOG_FIELD_MAX)
 		len = LOG_FIELD_MAX - 1;
-	/* A newline would end the field early in the native protocol's simple form. */
-	for (int i = 0; i < len; i++)
-		if (f[i] == '\n')
-			f[i] = ' ';
+	/* sd_journal_sendv() sends a value with a newline in its binary-safe form. */
 	iov[*n] = (struct iovec){ .iov_base = f, .iov_len = (size_t)len };
 	(*n)++;
 }

@@ -193,6 +193,11 @@ static int open_sources(struct batond *b)
 	r = events_open(b);
 	if (r < 0)
 		return r;
+	r = metrics_open(b);
+	if (r < 0) {
+		b->exit_code = 2; /* an address this host cannot give, as for a listener */
+		return r;
+	}
 	if (b->cfg.fd_socket) {
 		r = fdsock_new(b->event, b->cfg.fd_socket, b->cfg.listeners, b->cfg.n_listeners,
 			       b->cfg.fd_allow_uids, b->cfg.n_fd_allow_uids, b->cfg.fd_allow_gids,
@@ -249,6 +254,7 @@ static void batond_done(struct batond *b)
 	/* Channels and the fd socket hold no listener of their own, but go first all the same. */
 	actions_free(b);
 	commands_close(b);
+	metrics_close(b);
 	/* The final stop: only now is the last reference to each listener closed. */
 	for (size_t i = 0; i < b->cfg.n_listeners; i++)
 		listener_close(&b->cfg.listeners[i]);

@@ -34,6 +34,7 @@ void batond_event(struct batond *b, const struct eventlog_event *ev)
 	};
 
 	log_struct(ev->level, &f, "%s", ev->message ? ev->message : "");
+	metrics_on_event(b, ev);
 	if (!b->events)
 		return;
 	(void)eventlog_record(b->events, ev, loop_now_usec(), realtime_usec());

@@ -222,7 +222,7 @@ static void take_generations(const struct batond *b, struct status_view *v)
 		}
 }
 
-static void take_view(const struct batond *b, struct status_view *v)
+void status_take_view(const struct batond *b, struct status_view *v)
 {
 	uint64_t now = loop_now_usec();
 
@@ -326,7 +326,7 @@ char *status_render(const struct batond *b, bool json)
 
 	if (!v)
 		return NULL;
-	take_view(b, v);
+	status_take_view(b, v);
 	text = status_format(v, json);
 	free(v);
 	return text;

@@ -131,35 +131,53 @@ static int bind_socket(struct listener *l, int type, mode_t mode, int backlog)
 	return 0;
 }
 
-int unix_server_new(sd_event *e, const struct unix_server_params *p, struct unix_server **ret)
+/* The Unix socket at p->path, bound (or adopted) into l, its file recorded as ours. */
+static int open_unix(struct listener *l, const struct unix_server_params *p, int *adopt_fd)
 {
-	_cleanup_close_ int adopt_fd = p->adopt_fd;
-	struct unix_server *s;
 	char spec[8 + sizeof(((struct sockaddr_un *)NULL)->sun_path)];
 	struct stat st;
 	int r;
 
-	if (!e || !p->path || !*p->path || !p->accept || p->max_clients == 0)
+	if (!p->path || !*p->path)
 		return -EINVAL;
 	if (strlen(p->path) >= sizeof(((struct sockaddr_un *)NULL)->sun_path))
 		return -ENAMETOOLONG;
+	(void)snprintf(spec, sizeof(spec), "unix:%s", p->path);
+	r = listener_parse(spec, 0, l);
+	if (r >= 0 && l->kind != LISTENER_UNIX)
+		r = -EINVAL;
+	if (r >= 0 && *adopt_fd >= 0)
+		l->fd = TAKE_FD(*adopt_fd);
+	else if (r >= 0)
+		r = bind_socket(l, p->type, p->mode, p->backlog);
+	/* Our file, by identity: listener_close() removes it only if it is still this one. */
+	if (r >= 0 && l->addr.un.sun_path[0] != '\0' && stat(l->addr.un.sun_path, &st) == 0) {
+		l->owns_path = true;
+		l->path_dev = st.st_dev;
+		l->path_ino = st.st_ino;
+	}
+	return r;
+}
+
+int unix_server_new(sd_event *e, const struct unix_server_params *p, struct unix_server **ret)
+{
+	_cleanup_close_ int adopt_fd = p->adopt_fd;
+	_cleanup_close_ int tcp_fd = p->tcp ? TAKE_FD(p->tcp->fd) : -1;
+	struct unix_server *s;
+	int r;
+
+	if (!e || !p->accept || p->max_clients == 0 || (p->tcp && tcp_fd < 0))
+		return -EINVAL;
 	s = calloc(1, sizeof(*s));
 	if (!s)
 		return -ENOMEM;
 	s->l.fd = -1;
-	(void)snprintf(spec, sizeof(spec), "unix:%s", p->path);
-	r = listener_parse(spec, 0, &s->l);
-	if (r >= 0 && s->l.kind != LISTENER_UNIX)
-		r = -EINVAL;
-	if (r >= 0 && adopt_fd >= 0)
-		s->l.fd = TAKE_FD(adopt_fd);
-	else if (r >= 0)
-		r = bind_socket(&s->l, p->type, p->mode, p->backlog);
-	/* Our file, by identity: listener_close() removes it only if it is still this one. */
-	if (r >= 0 && s->l.addr.un.sun_path[0] != '\0' && stat(s->l.addr.un.sun_path, &st) == 0) {
-		s->l.owns_path = true;
-		s->l.path_dev = st.st_dev;
-		s->l.path_ino = st.st_ino;
+	if (p->tcp) {
+		s->l = *p->tcp;
+		s->l.fd = TAKE_FD(tcp_fd);
+		r = 0;
+	} else {
+		r = open_unix(&s->l, p, &adopt_fd);
 	}
 	if (r >= 0)
 		r = sd_event_add_io(e, &s->source, s->l.fd, EPOLLIN, on_accept, s);
@@ -174,7 +192,10 @@ int unix_server_new(sd_event *e, const struct unix_server_params *p, struct unix
 	}
 	s->event = sd_event_ref(e);
 	s->max_clients = p->max_clients;
-	(void)snprintf(s->label, sizeof(s->label), "%s", p->label ? p->label : p->path);
+	(void)snprintf(s->label, sizeof(s->label), "%s",
+		       p->label	 ? p->label
+		       : p->path ? p->path
+				 : s->l.spec);
 	s->accept = p->accept;
 	s->userdata = p->userdata;
 	*ret = s;

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
-/* unix_server.h - a bounded Unix-socket server: bind, accept with credentials, cap, pause. */
+/* unix_server.h - a bounded Unix-socket server: bind, accept with credentials, cap, pause.
+ * It also serves an already bound TCP listener (--metrics), without the file or credentials. */
 #pragma once
 
 #include <stdbool.h>
@@ -7,6 +8,8 @@
 #include <sys/types.h>
 
 #include <systemd/sd-event.h>
+
+#include "listener.h"
 
 #define UNIX_SERVER_EMFILE_PAUSE_USEC (1000 * 1000) /* accept paused when out of fds: 1 s */
 
@@ -27,6 +30,8 @@ struct unix_server_params {
 	int backlog;
 	unsigned max_clients; /* clients at once; more wait in the backlog */
 	int adopt_fd;	      /* >= 0: an already listening socket at path (after an upgrade) */
+	struct listener *tcp; /* instead of path: a bound TCP listener, whose fd is the server's
+				 from here on, even on failure (credentials are then meaningless) */
 	const char *label;    /* names the server in log lines: "control socket /run/x.sock" */
 	unix_server_accept_fn accept;
 	void *userdata;
