@@ -421,16 +421,17 @@ static void respond(struct metrics_client *c, const char *head_line)
 		{ 500, "Internal Server Error", "out of memory\n" },
 	};
 	_cleanup_free_ char *body = NULL;
-	const char *reason = "OK", *text;
+	const char *reason = "OK", *text = "";
 	bool head = false;
 	int code = metrics_route(head_line, &head), n;
 
 	if (code == 200) {
 		body = render(c->srv->b);
-		if (!body)
+		if (body)
+			text = body;
+		else
 			code = 500;
 	}
-	text = body;
 	for (size_t i = 0; i < ELEMENTSOF(errors); i++)
 		if (errors[i].code == code) {
 			reason = errors[i].reason;

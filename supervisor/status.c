@@ -155,6 +155,23 @@ static const char *ready_source(const struct batond *b)
 	return "?";
 }
 
+/*
+ * listen() caps the backlog at net.core.somaxconn (as it was at the listen() call): the limit
+ * the kernel holds for a Unix listener, whose sock_diag does not say it.
+ */
+static long effective_backlog(int backlog)
+{
+	FILE *f = fopen("/proc/sys/net/core/somaxconn", "re");
+	long max = 0;
+
+	if (f) {
+		if (fscanf(f, "%ld", &max) != 1)
+			max = 0;
+		(void)fclose(f);
+	}
+	return max > 0 && max < backlog ? max : backlog;
+}
+
 /* The accept queue as the kernel sees it: TCP_INFO for TCP, sock_diag for Unix. */
 static void listener_queue(const struct listener *l, int backlog, long *ret_queued,
 			   long *ret_backlog)
@@ -173,6 +190,7 @@ static void listener_queue(const struct listener *l, int backlog, long *ret_queu
 		}
 	} else if (l->kind == LISTENER_UNIX && listen_close_pending(l->fd, &q, &h) == 0) {
 		*ret_queued = q;
+		*ret_backlog = effective_backlog(backlog);
 	}
 }
 

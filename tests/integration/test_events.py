@@ -16,9 +16,10 @@ HTTPD = bin_path("example-httpd")
 class EventStream:
     """batonctl events (with args) running, its JSON lines collected by a thread."""
 
-    def __init__(self, sock, *args):
+    def __init__(self, sock, *args, preexec_fn=None):
         self.proc = subprocess.Popen([bin_path("batonctl"), "-c", sock, "events", *args],
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                     preexec_fn=preexec_fn)
         self.lines = []
         self.lock = threading.Lock()
         self.thread = threading.Thread(target=self._read, daemon=True)
@@ -190,4 +191,78 @@ def test_a_reader_that_never_reads_does_not_block_batond_and_is_told_what_it_mis
                   "events after the gap are not consecutive")
         finally:
             slow.close()
+            b.cleanup()
+
+
+def test_event_numbers_go_on_across_an_upgrade_and_metrics_come_back():
+    with tempfile.TemporaryDirectory() as d:
+        sock = f"{d}/ctl.sock"
+        b = Batond(["-c", sock, "-l", "127.0.0.1:0", "--metrics", f"unix:{d}/m.sock"], [HTTPD])
+        stream = None
+        try:
+            b.wait_log(r"generation 1: 1/1 workers ready")
+            stream = EventStream(sock)
+            hello = stream.wait(lambda e: e["event"] == "connected", "the connected line")
+            check(ctl(sock, "upgrade")[0] == 0, "upgrade")
+            started = stream.wait(lambda e: e["event"] == "upgrade_started", "upgrade_started")
+            check(started["seq"] == hello["next_seq"], started)
+            check(stream.finish() == 0, "the stream did not end at the exec")
+            b.wait_log(r"upgrade: took over")
+            after = EventStream(sock, "--since", "0")
+            try:
+                up = after.wait(lambda e: e["event"] == "upgraded", "upgraded")
+                first = after.events()[0]
+                # The new image numbers on from where the old one stopped; what the old one
+                # held is gone, and a replay from 0 says so.
+                check(up["seq"] == started["seq"] + 1 and first["oldest_seq"] == up["seq"],
+                      (up, first))
+                check(after.events()[1]["event"] == "dropped" and
+                      after.events()[1]["count"] == up["seq"] - 1, after.events()[1])
+                check(up["generation"] == 1 and up["workers"] == 1, up)
+            finally:
+                after.kill()
+            # The new image serves the metrics again, at the same place.
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.settimeout(DEADLINE)
+            s.connect(f"{d}/m.sock")
+            s.sendall(b"GET /metrics HTTP/1.0\r\n\r\n")
+            data = b""
+            while True:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+            s.close()
+            check(b"\nbaton_serving_generation 1\n" in data, data[:200])
+        finally:
+            if stream:
+                stream.kill()
+            b.cleanup()
+
+
+def test_a_batond_run_by_nobody_streams_events_and_serves_metrics_to_nobody():
+    def nobody():
+        os.setgid(65534)
+        os.setgroups([])
+        os.setuid(65534)
+
+    with tempfile.TemporaryDirectory() as d:
+        os.chmod(d, 0o777)
+        sock = f"{d}/ctl.sock"
+        b = Batond(["-c", sock, "-l", "127.0.0.1:0", "--metrics", "127.0.0.1:0"], [HTTPD],
+                   preexec_fn=nobody)
+        stream = None
+        try:
+            b.wait_log(r"generation 1: 1/1 workers ready")
+            m, _ = b.wait_log(r"metrics: serving (http://\S+)")
+            stream = EventStream(sock, "--since", "1", preexec_fn=nobody)
+            stream.wait(lambda e: e["event"] == "generation_ready", "the replay")
+            first = stream.events()[0]
+            check(first["event"] == "connected" and first["batond"]["pid"] == b.pid, first)
+            body = subprocess.run(["curl", "-sf", m.group(1)], capture_output=True, text=True,
+                                  timeout=60, preexec_fn=nobody).stdout
+            check("\nbaton_serving_generation 1\n" in body, body[:200])
+        finally:
+            if stream:
+                stream.kill()
             b.cleanup()
