@@ -8,11 +8,11 @@
 
 #include <systemd/sd-event.h>
 
-#define CONTROL_MAX_CLIENTS  32		  /* connections at once; more wait in the backlog */
-#define CONTROL_REQUEST_MAX  1024	  /* bytes of one request line */
-#define CONTROL_REPLY_MAX    (4 << 20)	  /* bytes of one reply */
-#define CONTROL_STREAM_MAX   (128 * 1024) /* bytes a stream client may have unsent */
-#define CONTROL_NAME_DEFAULT "batond"	  /* NAME in the default path NAME.sock */
+#define CONTROL_MAX_CLIENTS  32		 /* connections at once; more wait in the backlog */
+#define CONTROL_REQUEST_MAX  1024	 /* bytes of one request line */
+#define CONTROL_REPLY_MAX    (4 << 20)	 /* bytes of one reply */
+#define CONTROL_STREAM_MAX   (32 * 1024) /* bytes a stream client may have unsent */
+#define CONTROL_NAME_DEFAULT "batond"	 /* NAME in the default path NAME.sock */
 
 struct control;
 struct control_client;

@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define EVENTLOG_BYTES (256 * 1024) /* bytes of JSON text kept; with EVENTLOG_RING, a bound */
+#define EVENTLOG_BYTES (64 * 1024) /* bytes of JSON text kept; with EVENTLOG_RING, a bound */
 
 /* Which members of struct eventlog_event a type's line carries. */
 enum {

@@ -6,9 +6,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define EVENTLOG_RING	   1024	       /* events kept for "batonctl events --since" */
+#define EVENTLOG_RING	   512	       /* events kept for "batonctl events --since" */
 #define EVENTLOG_LINE_MAX  1024	       /* bytes of one JSON line with its newline; cut to fit */
-#define EVENTLOG_CHUNK_MAX (64 * 1024) /* bytes handed to one stream client at a time */
+#define EVENTLOG_CHUNK_MAX (16 * 1024) /* bytes handed to one stream client at a time */
 
 /* Every event batond reports; the names and fields are the stable schema of batonctl(8). */
 enum eventlog_type {

@@ -137,12 +137,10 @@ void batond_report_rollout(struct batond *b, const struct rollout_action *a, int
 static void fill_events(void *userdata, struct control_client *cl)
 {
 	struct batond *b = userdata;
-	_cleanup_free_ char *buf = malloc(EVENTLOG_CHUNK_MAX);
+	char buf[EVENTLOG_CHUNK_MAX];
 	uint64_t cursor = (uint64_t)control_client_get_data(cl);
 	size_t n;
 
-	if (!buf)
-		return;
 	n = eventlog_read(b->events, &cursor, buf, EVENTLOG_CHUNK_MAX, &b->events_dropped);
 	if (n > 0 && control_stream_write(cl, buf, n) == 0)
 		control_client_set_data(cl, (long)cursor);

@@ -8,7 +8,7 @@ import subprocess
 import tempfile
 import threading
 
-from harness import Batond, DEADLINE, bin_path, broken_while, check, wait_for
+from harness import Batond, DEADLINE, bin_path, broken_while, check, http_get, wait_for
 
 HTTPD = bin_path("example-httpd")
 
@@ -222,18 +222,8 @@ def test_event_numbers_go_on_across_an_upgrade_and_metrics_come_back():
             finally:
                 after.kill()
             # The new image serves the metrics again, at the same place.
-            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            s.settimeout(DEADLINE)
-            s.connect(f"{d}/m.sock")
-            s.sendall(b"GET /metrics HTTP/1.0\r\n\r\n")
-            data = b""
-            while True:
-                chunk = s.recv(65536)
-                if not chunk:
-                    break
-                data += chunk
-            s.close()
-            check(b"\nbaton_serving_generation 1\n" in data, data[:200])
+            body = http_get(f"unix:{d}/m.sock", "/metrics", timeout=DEADLINE)
+            check("\nbaton_serving_generation 1\n" in body, body[:200])
         finally:
             if stream:
                 stream.kill()

@@ -12,7 +12,7 @@ import urllib.parse
 import urllib.request
 
 from harness import (Batond, Load, Proc, DEADLINE, bin_path, broken_while, check, free_port,
-                     target_of, wait_for)
+                     read_all, target_of, wait_for)
 
 HTTPD = bin_path("example-httpd")
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
@@ -150,16 +150,12 @@ def test_metrics_over_a_unix_socket_and_http_errors():
             def ask(request):
                 s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
                 s.settimeout(DEADLINE)
-                s.connect(sock)
-                s.sendall(request)
-                data = b""
-                while True:
-                    chunk = s.recv(65536)
-                    if not chunk:
-                        break
-                    data += chunk
-                s.close()
-                return data.decode()
+                try:
+                    s.connect(sock)
+                    s.sendall(request)
+                    return read_all(s).decode()
+                finally:
+                    s.close()
 
             r = ask(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
             check(r.startswith("HTTP/1.1 200 OK\r\n") and "\nbaton_serving_generation 1\n" in r,
