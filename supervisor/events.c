@@ -14,6 +14,7 @@
 #include "channel.h"
 #include "cleanup.h"
 #include "control.h"
+#include "einhorn.h"
 #include "log.h"
 #include "loop.h"
 #include "procscan.h"
@@ -224,47 +225,12 @@ static int on_notify(sd_event_source *s, int fd, uint32_t revents, void *userdat
 	return 0;
 }
 
-/*
- * einhorn's worker library acknowledges startup with one line on EINHORN_SOCK_PATH: a YAML (or
- * JSON) map with command "worker:ack" and its pid, '%' and newlines escaped as %25 and %0A
- * (lib/einhorn/client.rb). Returns the pid, or 0 if the line is not an ack.
- */
-static int einhorn_ack_pid(const char *line)
-{
-	char text[CONTROL_REQUEST_MAX + 1];
-	size_t n = 0;
-	const char *p;
-	long pid;
-
-	for (p = line; *p && n < sizeof(text) - 1; p++) {
-		if (p[0] == '%' && p[1] == '0' && p[2] == 'A') {
-			text[n++] = '\n';
-			p += 2;
-		} else if (p[0] == '%' && p[1] == '2' && p[2] == '5') {
-			text[n++] = '%';
-			p += 2;
-		} else {
-			text[n++] = *p;
-		}
-	}
-	text[n] = '\0';
-	if (!strstr(text, "worker:ack"))
-		return 0;
-	p = strstr(text, "pid");
-	if (!p)
-		return 0;
-	p += strcspn(p, "0123456789\n");
-	if (*p < '0' || *p > '9')
-		return 0;
-	pid = strtol(p, NULL, 10);
-	return pid > 0 && pid <= INT32_MAX ? (int)pid : 0;
-}
-
 static void on_einhorn(void *userdata, struct control_client *cl, const char *line)
 {
 	struct batond *b = userdata;
-	int pid = einhorn_ack_pid(line);
-	const struct rollout_worker *w = pid > 0 ? notify_sender(b, pid) : NULL;
+	pid_t pid = 0;
+	const struct rollout_worker *w =
+		einhorn_ack_parse(line, &pid) == 0 ? notify_sender(b, pid) : NULL;
 
 	/* einhorn closes the connection after an ack without answering; so do we. */
 	control_reply(cl, "");
