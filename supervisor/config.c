@@ -451,7 +451,7 @@ int config_parse(int argc, char **argv, struct config *c)
 		{ "pass", required_argument, NULL, OPT_PASS },
 		{ "fd-socket", required_argument, NULL, OPT_FD_SOCKET },
 		{ "fd-allow", required_argument, NULL, OPT_FD_ALLOW },
-		{ UPGRADE_CHECK_OPTION + 2, no_argument, NULL, OPT_UPGRADE_CHECK },
+		{ &UPGRADE_CHECK_OPTION[2], no_argument, NULL, OPT_UPGRADE_CHECK },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },

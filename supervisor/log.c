@@ -100,8 +100,8 @@ static bool journal_send(int level, const struct log_fields *lf, const char *mes
 	return sd_journal_sendv(iov, (int)n) >= 0;
 }
 
-static void log_write(int level, const struct log_fields *lf, const char *suffix, const char *fmt,
-		      va_list ap)
+__attribute__((format(printf, 4, 0))) static void
+log_write(int level, const struct log_fields *lf, const char *suffix, const char *fmt, va_list ap)
 {
 	char line[LOG_LINE_MAX];
 	int n;
