@@ -812,6 +812,12 @@ int rollout_adopt(struct rollout *r, const struct rollout_worker *w, bool servin
 	if (w->state != ROLLOUT_W_STARTING && w->state != ROLLOUT_W_READY &&
 	    w->state != ROLLOUT_W_DRAINING && w->state != ROLLOUT_W_KILLED)
 		return -EINVAL;
+	/* A generation that no longer serves only drains: nothing would ever drain these. */
+	if (!serving_gen && (w->state == ROLLOUT_W_STARTING || w->state == ROLLOUT_W_READY))
+		return -EINVAL;
+	/* A drain without a deadline could hold a stop forever: on_timer() is its only end. */
+	if (w->state == ROLLOUT_W_DRAINING && w->deadline_usec == 0)
+		return -EINVAL;
 	for (size_t i = 0; i < ROLLOUT_MAX_GENERATIONS && !g; i++)
 		if (r->gens[i].state != G_FREE && r->gens[i].id == w->gen)
 			g = &r->gens[i];
@@ -847,11 +853,57 @@ int rollout_adopt(struct rollout *r, const struct rollout_worker *w, bool servin
 	return -E2BIG;
 }
 
+/* The record-less slots of the serving generation: respawned at the first timer. */
+static void adopt_fill_slots(struct rollout *r, struct gen *g)
+{
+	for (unsigned index = 0; index < r->cfg.n_workers; index++) {
+		bool have = false;
+
+		for (unsigned i = 0; i < ROLLOUT_MAX_RECORDS && !have; i++)
+			have = r->w[i].gen == g->id && r->w[i].index == index &&
+			       (worker_active(&r->w[i]) || r->w[i].respawn);
+		for (unsigned i = 0; i < ROLLOUT_MAX_RECORDS && !have; i++) {
+			if (r->w[i].state != ROLLOUT_W_FREE)
+				continue;
+			/* A deadline long past: the first timer respawns it (on_timer()). */
+			r->w[i] = (struct rollout_worker){
+				.state = ROLLOUT_W_BACKOFF,
+				.gen = g->id,
+				.index = index,
+				.deadline_usec = 1,
+			};
+			have = true;
+		}
+	}
+}
+
 void rollout_adopt_done(struct rollout *r, unsigned next_gen)
 {
+	struct gen *g = serving(r);
+
 	r->started = true;
 	if (next_gen > r->next_gen_id)
 		r->next_gen_id = next_gen;
+	/*
+	 * The state handed over names only workers with a process: a slot in its crash backoff
+	 * has none, and a serving generation whose every slot was has no line at all. It serves
+	 * again all the same, or nothing would ever respawn those slots or let a reload start.
+	 */
+	for (size_t i = 0; i < ROLLOUT_MAX_GENERATIONS && !g; i++) {
+		if (r->gens[i].state != G_FREE)
+			continue;
+		g = &r->gens[i];
+		*g = (struct gen){
+			.state = G_SERVING,
+			.id = r->next_gen_id++,
+			.n_launched = r->cfg.n_workers,
+		};
+		for (unsigned k = 0; k < ROLLOUT_MAX_WORKERS; k++)
+			g->backoff_usec[k] = ROLLOUT_BACKOFF_MIN_USEC;
+		r->serving = gen_index(r, g);
+	}
+	if (g)
+		adopt_fill_slots(r, g);
 }
 
 int rollout_new(const struct rollout_config *cfg, struct rollout **ret)

@@ -149,13 +149,19 @@ int rollout_step(struct rollout *r, const struct rollout_event *ev,
 /*
  * Upgrade: recreates, before any event, a worker that a previous batond image ran. Its
  * generation w->gen is created on first use: serving if serving is true (at most one such
- * generation), else draining. w->state must be STARTING, READY, DRAINING or KILLED, with pid,
- * pgid and deadline_usec (absolute, CLOCK_MONOTONIC, which survives exec). Returns 0, -EINVAL
- * or -E2BIG (no room).
+ * generation), else draining. w->state must be STARTING, READY, DRAINING or KILLED (STARTING
+ * and READY only in the serving generation), with pid, pgid and deadline_usec (absolute,
+ * CLOCK_MONOTONIC, which survives exec; never 0 for DRAINING). Returns 0, -EINVAL or -E2BIG
+ * (no room).
  */
 int rollout_adopt(struct rollout *r, const struct rollout_worker *w, bool serving);
 
-/* Ends adoption: the machine counts as started, next generation number next_gen. */
+/*
+ * Ends adoption: the machine counts as started, next generation number next_gen. Every slot of
+ * the serving generation without a worker (one in its crash backoff has no process to hand
+ * over) is respawned at the first ROLLOUT_TIMER; without any serving worker, a serving
+ * generation numbered next_gen is made for them.
+ */
 void rollout_adopt_done(struct rollout *r, unsigned next_gen);
 
 /* Worker with this pid (live or being killed), or NULL. */

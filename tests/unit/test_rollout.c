@@ -761,6 +761,102 @@ START_TEST(random_event_sequences_keep_the_invariants)
 }
 END_TEST
 
+START_TEST(adoption_refuses_workers_that_nothing_would_drain_or_end)
+{
+	struct h *h = h_new(2, 0, ROLLOUT_READY_NOTIFY);
+	struct rollout_worker w = { .gen = 3, .index = 0, .pid = 300, .pgid = 300 };
+
+	/*
+	 * A generation that no longer serves only drains: a worker of it that starts or serves
+	 * would never be told to drain (found by tests/fuzz/fuzz_rollout.c).
+	 */
+	w.state = ROLLOUT_W_STARTING;
+	ck_assert_int_eq(rollout_adopt(h->r, &w, false), -EINVAL);
+	w.state = ROLLOUT_W_READY;
+	ck_assert_int_eq(rollout_adopt(h->r, &w, false), -EINVAL);
+	ck_assert_ptr_null(rollout_find_pid(h->r, 300));
+	/* A drain without a deadline would hold a stop forever if the worker ignores it. */
+	w.state = ROLLOUT_W_DRAINING;
+	ck_assert_int_eq(rollout_adopt(h->r, &w, false), -EINVAL);
+	w.deadline_usec = h->now + SEC;
+	ck_assert_int_eq(rollout_adopt(h->r, &w, false), 0);
+
+	/* The serving generation takes both, a respawned worker may still be starting. */
+	w = (struct rollout_worker){ .state = ROLLOUT_W_READY, .gen = 4, .pid = 400, .pgid = 400 };
+	ck_assert_int_eq(rollout_adopt(h->r, &w, true), 0);
+	w = (struct rollout_worker){ .state = ROLLOUT_W_STARTING,
+				     .gen = 4,
+				     .index = 1,
+				     .pid = 401,
+				     .pgid = 401,
+				     .deadline_usec = h->now + 60 * SEC };
+	ck_assert_int_eq(rollout_adopt(h->r, &w, true), 0);
+	rollout_adopt_done(h->r, 5);
+	ck_assert_uint_eq(rollout_serving_gen(h->r), 4);
+	ck_assert_uint_eq(rollout_starting_gen(h->r), 0);
+	h_ready(h, 401);
+	ck_assert_ptr_nonnull(h_report(h, ROLLOUT_WORKER_BACK));
+	/* The adopted drain ends at its deadline. */
+	h_advance(h, SEC);
+	ck_assert(h_did(h, ROLLOUT_DO_KILL, 300));
+	h_free(h);
+}
+END_TEST
+
+START_TEST(adoption_respawns_the_serving_slots_that_had_no_process)
+{
+	struct h *h = h_new(3, 0, ROLLOUT_READY_NOTIFY);
+	struct rollout_worker w = { .state = ROLLOUT_W_READY, .gen = 4, .index = 1, .pid = 401 };
+	int pids[8];
+
+	/*
+	 * The state an image hands over has no line for a worker in its crash backoff: slots 0
+	 * and 2 had none. The new image respawns them at its first timer (found by
+	 * tests/fuzz/fuzz_rollout.c: they were lost until the next reload).
+	 */
+	w.pgid = w.pid;
+	ck_assert_int_eq(rollout_adopt(h->r, &w, true), 0);
+	rollout_adopt_done(h->r, 5);
+	h_simple(h, ROLLOUT_TIMER);
+	ck_assert_uint_eq(h_count(h, ROLLOUT_DO_SPAWN), 2);
+	ck_assert_uint_eq(h_pids(h, 4, M(STARTING), pids), 2);
+	h_ready(h, pids[0]);
+	h_ready(h, pids[1]);
+	ck_assert_uint_eq(h_pids(h, 4, M(READY), pids), 3);
+	ck_assert_uint_eq(rollout_serving_gen(h->r), 4);
+	h_free(h);
+}
+END_TEST
+
+START_TEST(adoption_without_a_serving_worker_serves_again_and_reloads)
+{
+	struct h *h = h_new(2, 0, ROLLOUT_READY_NOTIFY);
+	struct rollout_worker w = {
+		.state = ROLLOUT_W_DRAINING,
+		.gen = 2,
+		.pid = 200,
+		.pgid = 200,
+	};
+	int pids[8];
+
+	/* Every serving worker was in its crash backoff: only a draining one is handed over. */
+	w.deadline_usec = h->now + 30 * SEC;
+	ck_assert_int_eq(rollout_adopt(h->r, &w, false), 0);
+	rollout_adopt_done(h->r, 4);
+	h_simple(h, ROLLOUT_TIMER);
+	ck_assert_uint_eq(h_count(h, ROLLOUT_DO_SPAWN), 2);
+	ck_assert_uint_eq(rollout_serving_gen(h->r), 4);
+	ck_assert_uint_eq(h_pids(h, 4, M(STARTING), pids), 2);
+	h_ready(h, pids[0]);
+	h_ready(h, pids[1]);
+	/* A reload is no longer held back for ever by the missing serving generation. */
+	h_simple(h, ROLLOUT_RELOAD);
+	ck_assert_ptr_nonnull(h_report(h, ROLLOUT_GEN_STARTING));
+	ck_assert_uint_eq(rollout_starting_gen(h->r), 5);
+	h_free(h);
+}
+END_TEST
+
 Suite *rollout_suite(void)
 {
 	Suite *s = suite_create("rollout");
@@ -788,6 +884,9 @@ Suite *rollout_suite(void)
 	tcase_add_test(tc, events_about_unknown_pids_are_ignored);
 	tcase_add_test(tc, mainpid_moves_the_worker_to_its_new_main_process);
 	tcase_add_test(tc, describe_gives_one_line_per_report);
+	tcase_add_test(tc, adoption_refuses_workers_that_nothing_would_drain_or_end);
+	tcase_add_test(tc, adoption_respawns_the_serving_slots_that_had_no_process);
+	tcase_add_test(tc, adoption_without_a_serving_worker_serves_again_and_reloads);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("invariants");
