@@ -5,21 +5,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "harness.h"
 #include "proto.h"
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 /* Large (about 130 KiB each); static so that every run starts from the same memory. */
 static struct proto_listeners listeners, listeners_again;
 static uint8_t patched[PROTO_MAX_MESSAGE];
 static uint8_t again[PROTO_MAX_MESSAGE];
-
-/* A failed check must stop the fuzzer with a crash it can save. */
-#define CHECK(x)                 \
-	do {                     \
-		if (!(x))        \
-			abort(); \
-	} while (0)
 
 /* What decodes is canonical: re-encoding gives the same bytes, except the sender's version. */
 static void check_same_bytes(const uint8_t *in, size_t len, int n)
@@ -80,6 +72,11 @@ static void decode_all(const uint8_t *buf, size_t len)
 		check_same_bytes(buf, len, proto_encode_drained(again, sizeof(again)));
 	}
 
+	if (proto_decode_refresh(buf, len) == 0) {
+		CHECK(header == 0 && h.type == PROTO_REFRESH);
+		check_same_bytes(buf, len, proto_encode_refresh(again, sizeof(again)));
+	}
+
 	memset(&drain, 0, sizeof(drain));
 	if (proto_decode_drain(buf, len, &drain) == 0) {
 		CHECK(header == 0 && h.type == PROTO_DRAIN);
@@ -128,7 +125,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		memcpy(patched, data, size);
 		memcpy(patched, "BATN", 4);
 		patched[4] = PROTO_VERSION_MAJOR;
-		patched[6] = (uint8_t)(PROTO_HELLO + data[6] % PROTO_ERROR);
+		patched[6] = (uint8_t)(PROTO_HELLO + data[6] % PROTO_REFRESH);
 		patched[7] = 0;
 		for (size_t i = 0; i < 4; i++)
 			patched[8 + i] = (uint8_t)(body >> (8 * i));
