@@ -154,7 +154,7 @@ static void note_sent(struct conv *c, const uint8_t *buf, size_t len, size_t n_f
 static void peer_send(struct conv *c, const uint8_t *buf, size_t len, size_t n_fds)
 {
 	/* A full socket or a gone batond end only loses this message. */
-	if (c->peer >= 0 && fuzz_send(c->peer, buf, len, n_fds, MSG_DONTWAIT) >= 0)
+	if (c->peer >= 0 && fuzz_send(c->peer, buf, len, n_fds) >= 0)
 		note_sent(c, buf, len, n_fds);
 }
 

@@ -96,7 +96,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		check_parsed(&m);
 
 	/* The same bytes as a datagram: the receive path agrees, and closes every fd sent. */
-	CHECK(fuzz_send(sock[1], copy, len, n_fds, 0) == (ssize_t)len);
+	CHECK(fuzz_send(sock[1], copy, len, n_fds) == (ssize_t)len);
 	memset(&got, POISON_BYTE, sizeof(got));
 	rr = notify_receive(sock[0], &got);
 	if (len > NOTIFY_MESSAGE_MAX || n_fds > NOTIFY_FDS_OK) {

@@ -2,11 +2,14 @@
 /* harness.c - shared by every fuzz target: a byte reader, an fd check, a resolver that stays local. */
 #include "harness.h"
 
+#include <errno.h>
 #include <fcntl.h>
 #include <netdb.h>
 #include <sys/socket.h>
 #include <string.h>
 #include <unistd.h>
+
+#include "fdpass.h"
 
 bool fuzz_more(const struct fuzz_input *in)
 {
@@ -63,39 +66,25 @@ char *fuzz_string(struct fuzz_input *in, size_t max, int stop)
 	return s;
 }
 
-ssize_t fuzz_send(int fd, const void *buf, size_t len, size_t n_fds, int flags)
+ssize_t fuzz_send(int fd, const void *buf, size_t len, size_t n_fds)
 {
-	union {
-		struct cmsghdr align;
-		char buf[CMSG_SPACE(sizeof(int) * FUZZ_SEND_FDS_MAX)];
-	} control;
-	struct iovec iov = { .iov_base = (void *)buf, .iov_len = len };
-	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
-	int fds[FUZZ_SEND_FDS_MAX];
+	int fds[FUZZ_SEND_FDS_MAX] = { 0 }; /* only fds[0..n_fds) are read */
 	ssize_t n;
 
 	CHECK(n_fds <= FUZZ_SEND_FDS_MAX);
+	/* proto_send() refuses an empty message (a close, on SOCK_SEQPACKET): send() sends it. */
+	if (len == 0) {
+		n = send(fd, buf, 0, MSG_NOSIGNAL);
+		return n < 0 ? -errno : n;
+	}
 	for (size_t i = 0; i < n_fds; i++) {
 		fds[i] = open("/dev/null", O_RDONLY | O_CLOEXEC);
 		CHECK(fds[i] >= 0);
 	}
-	if (n_fds > 0) {
-		struct cmsghdr *c;
-
-		memset(&control, 0, sizeof(control));
-		mh.msg_control = &control;
-		mh.msg_controllen = CMSG_SPACE(sizeof(int) * n_fds);
-		c = CMSG_FIRSTHDR(&mh);
-		CHECK(c);
-		c->cmsg_level = SOL_SOCKET;
-		c->cmsg_type = SCM_RIGHTS;
-		c->cmsg_len = CMSG_LEN(sizeof(int) * n_fds);
-		memcpy(CMSG_DATA(c), fds, sizeof(int) * n_fds);
-	}
-	n = sendmsg(fd, &mh, flags | MSG_NOSIGNAL);
+	n = proto_send(fd, buf, len, fds, n_fds);
 	for (size_t i = 0; i < n_fds; i++)
 		(void)close(fds[i]);
-	return n;
+	return n < 0 ? n : (ssize_t)len;
 }
 
 int fuzz_lowest_free_fd(void)

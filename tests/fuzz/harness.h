@@ -41,11 +41,12 @@ char *fuzz_string(struct fuzz_input *in, size_t max, int stop);
 #define FUZZ_SEND_FDS_MAX 32 /* fds fuzz_send() attaches to one message */
 
 /*
- * Sends buf[0..len) on fd with n_fds (at most FUZZ_SEND_FDS_MAX) fds of /dev/null attached as
- * SCM_RIGHTS, as any local process could; flags go to sendmsg() with MSG_NOSIGNAL. Our copies
- * are closed after: those in flight are the receiver's to close. Returns what sendmsg() did.
+ * Sends buf[0..len) on a non-blocking socket fd with n_fds (at most FUZZ_SEND_FDS_MAX) fds of
+ * /dev/null attached as SCM_RIGHTS (proto_send()), as any local process could; an empty
+ * message goes without fds. Our copies are closed after: those in flight are the receiver's
+ * to close. Returns len, or a negative errno (-EAGAIN when the socket is full).
  */
-ssize_t fuzz_send(int fd, const void *buf, size_t len, size_t n_fds, int flags);
+ssize_t fuzz_send(int fd, const void *buf, size_t len, size_t n_fds);
 
 /*
  * The lowest fd number that is free: a target that leaks one fd per input makes it grow, so a
