@@ -92,7 +92,11 @@ struct batond {
 	sd_event_source *ready_poll;
 	struct control *einhorn;
 	char einhorn_path[108];
-	char einhorn_dir[32]; /* the private directory of einhorn_path, removed at exit; or "" */
+	char private_dir[32];  /* for the notify and einhorn sockets without a control
+				      socket to put them beside; removed at exit; or "" */
+	bool notify_owns_path; /* notify_address is a file of ours: removed at exit ... */
+	dev_t notify_dev;      /* ... if it is still this one */
+	ino_t notify_ino;
 
 	/* stop.c: the graceful stop and batonctl retire. */
 	enum stop_stage stop_stage;

@@ -79,6 +79,12 @@ void config_help(FILE *f)
 		"      --name NAME              instance name for the control socket (batond)\n"
 		"      --no-control             run without a control socket (batonctl cannot\n"
 		"                               reach this batond)\n"
+		"      --notify-socket PATH     where workers send READY=1 (NOTIFY_SOCKET): a "
+		"path\n"
+		"                               (default: the control socket's path + .notify), "
+		"or\n"
+		"                               @ for an abstract socket any local process can "
+		"reach\n"
 		"      --metrics ADDRESS        serve Prometheus metrics at /metrics: "
 		"127.0.0.1:PORT,\n"
 		"                               [::1]:PORT, or unix:/path (see batond(8))\n"
@@ -429,6 +435,7 @@ int config_parse(int argc, char **argv, struct config *c)
 		OPT_FD_ALLOW,
 		OPT_NO_CONTROL,
 		OPT_METRICS,
+		OPT_NOTIFY_SOCKET,
 	};
 	static const struct option options[] = {
 		{ "listen", required_argument, NULL, 'l' },
@@ -447,6 +454,7 @@ int config_parse(int argc, char **argv, struct config *c)
 		{ "control", required_argument, NULL, 'c' },
 		{ "no-control", no_argument, NULL, OPT_NO_CONTROL },
 		{ "metrics", required_argument, NULL, OPT_METRICS },
+		{ "notify-socket", required_argument, NULL, OPT_NOTIFY_SOCKET },
 		{ "name", required_argument, NULL, OPT_NAME },
 		{ "pass", required_argument, NULL, OPT_PASS },
 		{ "fd-socket", required_argument, NULL, OPT_FD_SOCKET },
@@ -594,6 +602,18 @@ int config_parse(int argc, char **argv, struct config *c)
 			break;
 		case OPT_METRICS:
 			r = metrics_option(c, optarg);
+			break;
+		case OPT_NOTIFY_SOCKET:
+			/* Checked here, bound at start: nothing is bound before the whole line is valid. */
+			r = strcmp(optarg, "@") == 0 || (optarg[0] == '/' &&
+							 strlen(optarg) < NOTIFY_ADDRESS_MAX)
+				    ? 0
+				    : usage_error(
+					      "invalid --notify-socket '%s': expected an absolute "
+					      "path (under %d bytes) or @",
+					      optarg, NOTIFY_ADDRESS_MAX);
+			if (r >= 0)
+				c->notify_socket = optarg;
 			break;
 		case OPT_NAME:
 			r = 0;

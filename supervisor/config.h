@@ -38,13 +38,14 @@ struct config {
 	bool fdstore;	     /* --fdstore: push listeners to the manager's store without $FDSTORE */
 	const char *control; /* -c PATH, or NULL for the default path of name */
 	bool no_control;     /* --no-control: no control socket at all */
-	bool has_metrics;    /* --metrics given: */
-	struct listener metrics; /* ... where to serve /metrics: TCP on loopback, or Unix */
-	const char *name;	 /* --name: the instance, for the default control socket path */
-	unsigned pass;		 /* SPAWN_PASS_* formats (--pass), SPAWN_PASS_ENV by default */
-	bool ready_einhorn;	 /* --ready einhorn-ack: worker:ack on EINHORN_SOCK_PATH */
-	bool ready_listening;	 /* --ready listening: waits on a listener, as /proc shows */
-	const char *fd_socket;	 /* --fd-socket PATH, or NULL */
+	const char *notify_socket; /* --notify-socket: a path, "@" (abstract), or NULL (default) */
+	bool has_metrics;	   /* --metrics given: */
+	struct listener metrics;   /* ... where to serve /metrics: TCP on loopback, or Unix */
+	const char *name;	   /* --name: the instance, for the default control socket path */
+	unsigned pass;		   /* SPAWN_PASS_* formats (--pass), SPAWN_PASS_ENV by default */
+	bool ready_einhorn;	   /* --ready einhorn-ack: worker:ack on EINHORN_SOCK_PATH */
+	bool ready_listening;	   /* --ready listening: waits on a listener, as /proc shows */
+	const char *fd_socket;	   /* --fd-socket PATH, or NULL */
 	uid_t fd_allow_uids[CONFIG_MAX_ALLOW];
 	size_t n_fd_allow_uids;
 	gid_t fd_allow_gids[CONFIG_MAX_ALLOW];

@@ -243,6 +243,84 @@ static void on_einhorn(void *userdata, struct control_client *cl, const char *li
 		feed_ready(b, w->pid);
 }
 
+/* A private 0700 directory for our sockets, made once; removed by events_close(). */
+static int private_dir(struct batond *b)
+{
+	char dir[] = "/tmp/baton-XXXXXX";
+
+	if (b->private_dir[0])
+		return 0;
+	if (!mkdtemp(dir))
+		return log_error_errno(-errno, "make a private directory %s", dir);
+	_Static_assert(sizeof(dir) <= sizeof(b->private_dir), "private_dir too small");
+	memcpy(b->private_dir, dir, sizeof(dir));
+	return 0;
+}
+
+/*
+ * Where a socket of ours called what goes: beside the control socket ("PATH.what"), or in a
+ * private directory of our own if there is none (its path may be another batond's, and so
+ * would ours be).
+ */
+static int socket_path(struct batond *b, const char *what, char *ret, size_t size)
+{
+	int r;
+
+	if (b->control && b->control_path[0])
+		r = snprintf(ret, size, "%s.%s", b->control_path, what);
+	else if ((r = private_dir(b)) >= 0)
+		r = snprintf(ret, size, "%s/%s", b->private_dir, what);
+	if (r < 0)
+		return r;
+	return (size_t)r >= size ? -ENAMETOOLONG : 0;
+}
+
+/* The NOTIFY_SOCKET workers report to: a path of ours by default, abstract on request. */
+static int notify_socket_open(struct batond *b)
+{
+	char path[NOTIFY_ADDRESS_MAX];
+	const char *want = b->cfg.notify_socket;
+	struct stat st;
+	int r;
+
+	if (b->adopted) {
+		const char *slash = strrchr(b->notify_address, '/');
+		size_t dir_len = slash ? (size_t)(slash - b->notify_address) : 0;
+
+		/* Taken over with the fd: the file (and a private directory) are ours as well. */
+		if (dir_len == strlen("/tmp/baton-XXXXXX") && strcmp(slash, "/notify") == 0 &&
+		    strncmp(b->notify_address, "/tmp/baton-", 11) == 0) {
+			memcpy(b->private_dir, b->notify_address, dir_len);
+			b->private_dir[dir_len] = '\0';
+		}
+	} else if (want && strcmp(want, "@") == 0) {
+		r = notify_open(NULL, b->notify_address);
+		if (r < 0)
+			return log_error_errno(r, "open an abstract notify socket");
+		b->notify_fd = r;
+		return 0;
+	} else {
+		if (want)
+			(void)snprintf(path, sizeof(path), "%s", want);
+		else if ((r = socket_path(b, "notify", path, sizeof(path))) < 0)
+			return log_error_errno(r, "notify socket");
+		r = notify_open(path, b->notify_address);
+		if (r < 0) {
+			if (r == -EADDRINUSE || r == -EEXIST || r == -ENAMETOOLONG ||
+			    r == -EACCES || r == -ENOENT)
+				b->exit_code = 2; /* a path this host cannot give us */
+			return log_error_errno(r, "notify socket %s", path);
+		}
+		b->notify_fd = r;
+	}
+	if (b->notify_address[0] == '/' && stat(b->notify_address, &st) == 0) {
+		b->notify_owns_path = true;
+		b->notify_dev = st.st_dev;
+		b->notify_ino = st.st_ino;
+	}
+	return 0;
+}
+
 static int einhorn_open(struct batond *b)
 {
 	int r;
@@ -253,21 +331,9 @@ static int einhorn_open(struct batond *b)
 	 * Beside the control socket; a private directory of our own if there is none, or if it
 	 * could not be bound (its path may be another batond's, and so would ours be).
 	 */
-	if (b->control && b->control_path[0]) {
-		r = snprintf(b->einhorn_path, sizeof(b->einhorn_path), "%s.einhorn",
-			     b->control_path);
-		if (r < 0 || (size_t)r >= sizeof(b->einhorn_path))
-			return log_error_errno(-ENAMETOOLONG, "einhorn socket for %s",
-					       b->control_path);
-	} else {
-		char dir[] = "/tmp/baton-einhorn.XXXXXX";
-
-		if (!mkdtemp(dir))
-			return log_error_errno(-errno, "einhorn socket directory");
-		_Static_assert(sizeof(dir) <= sizeof(b->einhorn_dir), "einhorn_dir too small");
-		memcpy(b->einhorn_dir, dir, sizeof(dir));
-		(void)snprintf(b->einhorn_path, sizeof(b->einhorn_path), "%s/sock", dir);
-	}
+	r = socket_path(b, "einhorn", b->einhorn_path, sizeof(b->einhorn_path));
+	if (r < 0)
+		return log_error_errno(r, "einhorn socket");
 	r = control_new(b->event, b->einhorn_path, -1, on_einhorn, b, &b->einhorn);
 	if (r < 0)
 		return log_error_errno(r, "einhorn socket %s", b->einhorn_path);
@@ -278,6 +344,9 @@ int events_open(struct batond *b)
 {
 	int r;
 
+	r = notify_socket_open(b);
+	if (r < 0)
+		return r;
 	r = sd_event_add_io(b->event, &b->notify_source, b->notify_fd, EPOLLIN, on_notify, b);
 	if (r < 0)
 		return log_error_errno(r, "watch notify socket %s", b->notify_address);
@@ -289,12 +358,19 @@ int events_open(struct batond *b)
 
 void events_close(struct batond *b)
 {
+	struct stat st;
+
 	b->einhorn = control_free(b->einhorn, false);
-	if (b->einhorn_dir[0] && rmdir(b->einhorn_dir) < 0)
-		log_warning_errno(-errno, "remove einhorn socket directory %s, ignoring",
-				  b->einhorn_dir);
-	b->einhorn_dir[0] = '\0';
 	b->ready_poll = sd_event_source_unref(b->ready_poll);
 	b->notify_source = sd_event_source_unref(b->notify_source);
 	b->notify_fd = safe_close(b->notify_fd);
+	/* Only our own file: another batond may have replaced it after a failed start of ours. */
+	if (b->notify_owns_path && stat(b->notify_address, &st) == 0 &&
+	    st.st_dev == b->notify_dev && st.st_ino == b->notify_ino &&
+	    unlink(b->notify_address) < 0)
+		log_warning_errno(-errno, "remove notify socket %s, ignoring", b->notify_address);
+	b->notify_owns_path = false;
+	if (b->private_dir[0] && rmdir(b->private_dir) < 0)
+		log_warning_errno(-errno, "remove private directory %s, ignoring", b->private_dir);
+	b->private_dir[0] = '\0';
 }

@@ -162,11 +162,6 @@ static int open_sources(struct batond *b)
 {
 	int r;
 
-	if (!b->adopted) {
-		b->notify_fd = notify_open(b->notify_address);
-		if (b->notify_fd < 0)
-			return log_error_errno(b->notify_fd, "open notify socket");
-	}
 	r = sd_event_new(&b->event);
 	if (r < 0)
 		return log_error_errno(r, "create event loop");

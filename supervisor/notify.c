@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -14,19 +15,59 @@
 
 #define NOTIFY_MAX_FDS 16 /* fds a sender may attach (FDSTORE=1); we close them all */
 
-int notify_open(char ret_address[static NOTIFY_ADDRESS_MAX])
+/* Binds fd at path, 0600 from birth; a stale socket file (nobody answers) is replaced. */
+static int bind_path(int fd, const char *path)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	socklen_t len;
+	mode_t old;
+	int r = 0;
+
+	if (strlen(path) >= sizeof(sa.sun_path))
+		return -ENAMETOOLONG;
+	strcpy(sa.sun_path, path);
+	len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + strlen(path) + 1);
+	old = umask(0177);
+	if (bind(fd, (struct sockaddr *)&sa, len) < 0) {
+		_cleanup_close_ int probe = -1;
+		struct stat st;
+
+		r = -errno;
+		if (r == -EADDRINUSE && lstat(path, &st) == 0 && !S_ISSOCK(st.st_mode))
+			r = -EEXIST; /* never ours to touch */
+		else if (r == -EADDRINUSE)
+			probe = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+		/* A datagram connect() to a socket file with no socket behind it is refused. */
+		if (probe >= 0 && connect(probe, (struct sockaddr *)&sa, len) < 0 &&
+		    errno == ECONNREFUSED && unlink(path) == 0)
+			r = bind(fd, (struct sockaddr *)&sa, len) < 0 ? -errno : 0;
+	}
+	(void)umask(old);
+	return r;
+}
+
+int notify_open(const char *path, char ret_address[static NOTIFY_ADDRESS_MAX])
 {
 	_cleanup_close_ int fd = -1;
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
 	socklen_t len = sizeof(sa_family_t);
 	size_t n;
-	int one = 1;
+	int one = 1, r;
 
+	if (path && strlen(path) >= NOTIFY_ADDRESS_MAX)
+		return -ENAMETOOLONG;
 	fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 	if (fd < 0)
 		return -errno;
 	if (setsockopt(fd, SOL_SOCKET, SO_PASSCRED, &one, sizeof(one)) < 0)
 		return -errno;
+	if (path) {
+		r = bind_path(fd, path);
+		if (r < 0)
+			return r;
+		strcpy(ret_address, path);
+		return TAKE_FD(fd);
+	}
 	/* Autobind: the kernel picks a unique abstract name, so two batonds never collide. */
 	if (bind(fd, (struct sockaddr *)&sa, len) < 0)
 		return -errno;

@@ -20,11 +20,15 @@ struct notify_message {
 };
 
 /*
- * Opens a datagram socket on an autobound abstract address with SO_PASSCRED. Returns the fd
- * (CLOEXEC, non-blocking) and writes the NOTIFY_SOCKET value ("@xxxxx") to ret_address, or a
- * negative errno.
+ * Opens a datagram socket with SO_PASSCRED, CLOEXEC and non-blocking. With path, it is bound
+ * there with mode 0600 from birth (only root and batond's uid may send: a stranger cannot fill
+ * its queue); a socket file nobody answers on (left by a batond that died) is replaced, anything
+ * else at path fails with -EADDRINUSE or -EEXIST. Without path (NULL), it is an autobound
+ * abstract address: unique, nothing to clean up, but reachable by every process on the host and
+ * not by clients that only connect to paths. Returns the fd and writes the NOTIFY_SOCKET value
+ * (the path, or "@xxxxx") to ret_address, or a negative errno.
  */
-int notify_open(char ret_address[static NOTIFY_ADDRESS_MAX]);
+int notify_open(const char *path, char ret_address[static NOTIFY_ADDRESS_MAX]);
 
 /*
  * Parses the newline-separated assignments of one datagram. Unknown assignments are ignored, as

@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <stddef.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
@@ -16,6 +17,7 @@
 #include <sys/epoll.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -54,7 +56,10 @@ struct baton {
 	struct baton_listener *listeners;
 	size_t n_listeners;
 	bool draining;
-	bool stopping_sent; /* STOPPING=1 went to $NOTIFY_SOCKET */
+	bool stopping_sent;  /* STOPPING=1 went to $NOTIFY_SOCKET */
+	int notify_fd;	     /* connected to $NOTIFY_SOCKET; -1 until the first message */
+	bool ready_pending;  /* READY=1 found the receiver's queue full: sent when there is room */
+	bool notify_watched; /* notify_fd is in drain_fd's set for EPOLLOUT */
 	int drain_signal;
 	uint64_t drain_deadline_usec;
 	uint8_t *buf;	    /* PROTO_MAX_MESSAGE bytes, for the channel */
@@ -396,6 +401,7 @@ static void baton_free(struct baton *b)
 	close_fdp(&b->drain_fd);
 	close_fdp(&b->signal_fd);
 	close_fdp(&b->channel_fd);
+	close_fdp(&b->notify_fd);
 	free(b->buf);
 	free(b);
 }
@@ -425,6 +431,7 @@ int baton_open(struct baton **ret, int flags)
 		.channel_fd = -1,
 		.signal_fd = -1,
 		.drain_fd = -1,
+		.notify_fd = -1,
 		.drain_deadline_usec = BATON_NO_DEADLINE,
 	};
 	if (!(flags & BATON_OPEN_NO_SIGNALS))
@@ -488,24 +495,113 @@ const char *baton_listener_name(const struct baton *b, unsigned i)
 	return b->listeners[i].name;
 }
 
-/* sd_notify() returns > 0 when sent, 0 without $NOTIFY_SOCKET: both are fine here. */
-static int notify(const char *text)
+/*
+ * Connects a non-blocking datagram socket to $NOTIFY_SOCKET ("/path" or "@abstract"). Returns
+ * 1 (connected), 0 (no $NOTIFY_SOCKET: nothing to tell) or -errno.
+ */
+static int notify_connect(struct baton *b)
 {
-	int r = sd_notify(0, text);
+	_cleanup_close_ int fd = -1;
+	const char *e = getenv("NOTIFY_SOCKET");
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	size_t n = e ? strlen(e) : 0;
 
-	return r < 0 ? r : 0;
+	if (n == 0)
+		return 0;
+	if ((e[0] != '/' && e[0] != '@') || n < 2 || n >= sizeof(sa.sun_path))
+		return -EINVAL;
+	memcpy(sa.sun_path, e, n);
+	if (e[0] == '@')
+		sa.sun_path[0] = '\0';
+	fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (fd < 0)
+		return -errno;
+	/* The kernel attaches our credentials: the receiver has SO_PASSCRED. */
+	if (connect(fd, (struct sockaddr *)&sa,
+		    (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n + (e[0] == '/'))) < 0)
+		return -errno;
+	b->notify_fd = TAKE_FD(fd);
+	return 1;
+}
+
+/*
+ * Sends one sd_notify datagram and never blocks: a worker that waits for batond to read would
+ * hold its accepted requests (libsystemd's sd_notify() blocks once 10 datagrams are queued,
+ * net.unix.max_dgram_qlen). Returns 0 (sent, or no $NOTIFY_SOCKET), -EAGAIN (the receiver's
+ * queue is full: nothing was sent) or -errno.
+ */
+static int notify(struct baton *b, const char *text)
+{
+	for (int tries = 0; tries < 2;) {
+		int r;
+
+		if (b->notify_fd < 0) {
+			r = notify_connect(b);
+			if (r <= 0)
+				return r;
+		}
+		if (send(b->notify_fd, text, strlen(text), MSG_DONTWAIT | MSG_NOSIGNAL) >= 0)
+			return 0;
+		if (errno == EINTR)
+			continue;
+		if (errno == EAGAIN)
+			return -EAGAIN;
+		if (errno != ECONNREFUSED && errno != ENOTCONN && errno != ECONNRESET)
+			return -errno;
+		/* Nobody behind the address any more (a new batond bound it anew): connect again. */
+		if (b->notify_watched && b->drain_fd >= 0)
+			(void)epoll_ctl(b->drain_fd, EPOLL_CTL_DEL, b->notify_fd, NULL);
+		b->notify_watched = false;
+		close_fdp(&b->notify_fd);
+		b->notify_fd = -1;
+		tries++;
+	}
+	return -ECONNREFUSED;
+}
+
+/* While READY=1 waits for room, the drain fd also wakes the program when there is some. */
+static void notify_watch(struct baton *b, bool on)
+{
+	struct epoll_event ev = { .events = EPOLLOUT, .data.fd = b->notify_fd };
+
+	if (b->drain_fd < 0 || b->notify_fd < 0 || b->notify_watched == on)
+		return;
+	if (epoll_ctl(b->drain_fd, on ? EPOLL_CTL_ADD : EPOLL_CTL_DEL, b->notify_fd, &ev) == 0)
+		b->notify_watched = on;
+}
+
+/* Sends a READY=1 that found the queue full; returns 0 (sent, or still waiting) or -errno. */
+static int ready_retry(struct baton *b)
+{
+	int r;
+
+	if (!b->ready_pending)
+		return 0;
+	r = notify(b, "READY=1");
+	if (r == -EAGAIN)
+		return 0;
+	b->ready_pending = false;
+	notify_watch(b, false);
+	return r;
 }
 
 int baton_ready(struct baton *b)
 {
 	uint8_t msg[PROTO_HEADER_SIZE];
+	int r;
 
 	if (!b)
 		return -EINVAL;
 	if (b->mode == BATON_MODE_CHANNEL)
 		return channel_send(b, msg, proto_encode_ready(msg, sizeof(msg)),
 				    BATON_SEND_TIMEOUT_MSEC);
-	return notify("READY=1");
+	r = notify(b, "READY=1");
+	if (r != -EAGAIN)
+		return r;
+	/* Never lost, never waited for: sent by a later call, when the receiver has room. */
+	b->ready_pending = true;
+	notify_watch(b, true);
+	return 0;
 }
 
 /* One line of at most BATON_TEXT_MAX bytes, nothing below 0x20, no 0x7f: what STATUS takes. */
@@ -539,11 +635,19 @@ int baton_status(struct baton *b, unsigned inflight, const char *text)
 			memcpy(s.text, text, strlen(text) + 1);
 		return channel_send(b, msg, proto_encode_status(msg, sizeof(msg), &s), 0);
 	}
-	if (text && *text)
-		r = sd_notifyf(0, "STATUS=%s", text);
-	else
-		r = sd_notifyf(0, "STATUS=%u in flight", inflight);
-	return r < 0 ? r : 0;
+	/* A READY=1 still waiting goes first; a STATUS behind a full queue is dropped. */
+	r = ready_retry(b);
+	if (r < 0 || b->ready_pending)
+		return r < 0 ? r : -EAGAIN;
+	{
+		char line[sizeof("STATUS=") + BATON_TEXT_MAX];
+
+		if (text && *text)
+			(void)snprintf(line, sizeof(line), "STATUS=%s", text);
+		else
+			(void)snprintf(line, sizeof(line), "STATUS=%u in flight", inflight);
+		return notify(b, line);
+	}
 }
 
 int baton_drain_signals(struct baton *b, const int *signals, size_t n_signals)
@@ -620,6 +724,8 @@ int baton_drain_fd(struct baton *b)
 	}
 	b->signal_fd = TAKE_FD(signal_fd);
 	b->drain_fd = TAKE_FD(epoll_fd);
+	if (b->ready_pending)
+		notify_watch(b, true);
 	return b->drain_fd;
 }
 
@@ -631,7 +737,7 @@ static void drain_begin(struct baton *b, int signo)
 	b->draining = true;
 	b->drain_signal = signo;
 	if (b->mode != BATON_MODE_CHANNEL && !b->stopping_sent) {
-		(void)notify("STOPPING=1");
+		(void)notify(b, "STOPPING=1"); /* best effort: batond knows it sent the drain */
 		b->stopping_sent = true;
 	}
 }
@@ -813,7 +919,8 @@ int baton_process(struct baton *b)
 
 	if (!b)
 		return -EINVAL;
-	if (b->signal_fd >= 0)
+	r = ready_retry(b);
+	if (r >= 0 && b->signal_fd >= 0)
 		r = signals_read(b);
 	if (r >= 0 && b->channel_fd >= 0) {
 		r = channel_read(b);
@@ -844,6 +951,7 @@ int baton_drain_signal(const struct baton *b)
 int baton_drained(struct baton *b)
 {
 	uint8_t msg[PROTO_HEADER_SIZE];
+	int r;
 
 	if (!b)
 		return -EINVAL;
@@ -853,7 +961,8 @@ int baton_drained(struct baton *b)
 	if (b->stopping_sent)
 		return 0;
 	b->stopping_sent = true;
-	return notify("STOPPING=1");
+	r = notify(b, "STOPPING=1");
+	return r == -EAGAIN ? 0 : r; /* batond learns of the exit anyway */
 }
 
 /* --- the two-stage close (issue #7) --- */

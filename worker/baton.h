@@ -80,7 +80,10 @@ const char *baton_listener_name(const struct baton *b, unsigned i);
 
 /*
  * The program serves: sends READY over the channel, or READY=1 to $NOTIFY_SOCKET (batond
- * --pass env, systemd Type=notify); without either it does nothing. Returns 0 or -errno.
+ * --pass env, systemd Type=notify); without either it does nothing. Never blocks on
+ * $NOTIFY_SOCKET: if the receiver's queue is full, READY=1 is kept and sent by the next
+ * baton_process() or baton_status() call that finds room (the drain fd, if the program has
+ * one, becomes readable when there is). Returns 0 or -errno.
  */
 int baton_ready(struct baton *b);
 
@@ -88,7 +91,8 @@ int baton_ready(struct baton *b);
  * Reports progress: inflight connections accepted and not yet finished, and a one-line text
  * (at most BATON_TEXT_MAX bytes, no control characters; NULL for none). Over the channel:
  * STATUS, best effort: -EAGAIN when batond has not read the earlier ones, and nothing is sent.
- * Otherwise STATUS=<text> (or "<inflight> in flight" without text) to $NOTIFY_SOCKET, if set.
+ * Otherwise STATUS=<text> (or "<inflight> in flight" without text) to $NOTIFY_SOCKET, if set,
+ * also best effort: -EAGAIN when the receiver's queue is full, and nothing is sent.
  * Call it on change, a few times a second at most. Returns 0, -EINVAL (bad text), -E2BIG (text
  * too long) or -errno.
  */

@@ -151,7 +151,7 @@ def test_worker_sees_exactly_stdio_and_its_listeners():
             check(env[b"LISTEN_PID"] == str(w).encode(), "LISTEN_PID is not the worker's pid")
             check(env[b"LISTEN_FDNAMES"] == b"listen0:api:listen2", "LISTEN_FDNAMES")
             check(env[b"BATON_GENERATION"] == b"1" and env[b"BATON_WORKER"] == b"0", "BATON_*")
-            check(env[b"NOTIFY_SOCKET"].startswith(b"@"), "NOTIFY_SOCKET")
+            check(env[b"NOTIFY_SOCKET"].startswith(b"/"), "NOTIFY_SOCKET is not a path")
             with open(f"/proc/{w}/stat") as f:
                 pgrp = int(f.read().rsplit(")", 1)[1].split()[2])
             check(pgrp == w, f"worker does not lead its process group ({pgrp})")
@@ -245,7 +245,7 @@ def test_notify_from_a_process_that_is_not_a_worker_is_ignored():
                        "the worker's exec")
         addr = env[b"NOTIFY_SOCKET"].decode()
         s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        s.sendto(b"READY=1", "\0" + addr[1:])
+        s.sendto(b"READY=1", addr)
         s.close()
         # Ready only by the worker itself, after its delay.
         m, _ = b.wait_log(r"generation 1: 1/1 workers ready in (\d+)(ms|s)")

@@ -307,7 +307,9 @@ def test_einhorn_socket_of_a_batond_without_its_control_socket_is_private():
     try:
         b.wait_log(r"generation 1: 1/1 workers ready")
         sock = worker_env(b.workers()[0])[b"EINHORN_SOCK_PATH"].decode()
-        check(sock.startswith("/tmp/baton-einhorn."), f"EINHORN_SOCK_PATH {sock}")
+        check(sock.startswith("/tmp/baton-") and sock.endswith("/einhorn"),
+              f"EINHORN_SOCK_PATH {sock}")
+        check(os.stat(os.path.dirname(sock)).st_mode & 0o777 == 0o700, "directory mode")
         b.signal(signal.SIGTERM)
         check(b.wait_exit() == 0, "exit status")
         check(not os.path.exists(os.path.dirname(sock)), f"{os.path.dirname(sock)} was left")

@@ -1270,6 +1270,115 @@ START_TEST(accept_errors_of_one_connection_are_transient_and_the_rest_are_not)
 }
 END_TEST
 
+/* A notify receiver at a path in a fresh directory; *ret_fd receives, non-blocking. */
+static void notify_receiver(char dir[], char path[108], int *ret_fd)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	int fd;
+
+	ck_assert_ptr_nonnull(mkdtemp(dir));
+	(void)snprintf(path, 108, "%s/notify", dir);
+	strcpy(sa.sun_path, path);
+	fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	*ret_fd = fd;
+}
+
+/* Datagrams waiting on fd, read and counted; those equal to text counted in *ret_match. */
+static unsigned drain_datagrams(int fd, const char *text, unsigned *ret_match)
+{
+	char buf[256];
+	unsigned n = 0, match = 0;
+	ssize_t got;
+
+	while ((got = recv(fd, buf, sizeof(buf) - 1, MSG_DONTWAIT)) >= 0) {
+		buf[got] = '\0';
+		n++;
+		match += strcmp(buf, text) == 0;
+	}
+	ck_assert_int_eq(errno, EAGAIN);
+	*ret_match = match;
+	return n;
+}
+
+START_TEST(ready_never_blocks_on_a_full_notify_queue_and_is_sent_when_there_is_room)
+{
+	char dir[] = "/tmp/baton-unit-notify-XXXXXX", path[108];
+	struct baton *b = NULL;
+	unsigned sent = 0, match = 0;
+	int rx, dfd, r;
+
+	clean_env();
+	notify_receiver(dir, path, &rx);
+	ck_assert_int_eq(setenv("NOTIFY_SOCKET", path, 1), 0);
+	ck_assert_int_eq(baton_open(&b, 0), 0);
+	/* Fill the receiver's queue (net.unix.max_dgram_qlen) with STATUS lines: they go until
+	 * the queue is full, then come back -EAGAIN at once instead of blocking. */
+	for (int i = 0; i < 1000; i++) {
+		r = baton_status(b, (unsigned)i, NULL);
+		if (r == -EAGAIN)
+			break;
+		ck_assert_int_eq(r, 0);
+		sent++;
+	}
+	ck_assert_int_eq(r, -EAGAIN);
+	ck_assert_uint_ge(sent, 1);
+	/* READY=1 is never lost and never waited for. */
+	ck_assert_int_eq(baton_ready(b), 0);
+	dfd = baton_drain_fd(b);
+	ck_assert_int_ge(dfd, 0);
+	ck_assert(!readable(dfd, SILENCE_MSEC));
+	ck_assert_int_eq(baton_status(b, 1, "behind READY"), -EAGAIN);
+	/* batond reads: room again; the drain fd says so and baton_process() sends READY=1. */
+	ck_assert_uint_eq(drain_datagrams(rx, "READY=1", &match), sent);
+	ck_assert_uint_eq(match, 0);
+	ck_assert(readable(dfd, WAIT_MSEC));
+	ck_assert_int_eq(baton_process(b), 0);
+	ck_assert_uint_eq(drain_datagrams(rx, "READY=1", &match), 1);
+	ck_assert_uint_eq(match, 1);
+	ck_assert(!readable(dfd, SILENCE_MSEC));
+	ck_assert_int_eq(baton_status(b, 2, NULL), 0);
+	ck_assert_uint_eq(drain_datagrams(rx, "STATUS=2 in flight", &match), 1);
+	ck_assert_uint_eq(match, 1);
+	b = baton_close(b);
+	ck_assert_int_eq(close(rx), 0);
+	ck_assert_int_eq(unlink(path), 0);
+	ck_assert_int_eq(rmdir(dir), 0);
+}
+END_TEST
+
+START_TEST(a_new_receiver_at_the_same_notify_path_is_reached_after_the_old_one_went_away)
+{
+	char dir[] = "/tmp/baton-unit-notify-XXXXXX", path[108];
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	struct baton *b = NULL;
+	unsigned match = 0;
+	int rx;
+
+	clean_env();
+	notify_receiver(dir, path, &rx);
+	ck_assert_int_eq(setenv("NOTIFY_SOCKET", path, 1), 0);
+	ck_assert_int_eq(baton_open(&b, BATON_OPEN_NO_SIGNALS), 0);
+	ck_assert_int_eq(baton_status(b, 0, "one"), 0);
+	ck_assert_uint_eq(drain_datagrams(rx, "STATUS=one", &match), 1);
+	/* batond died and another bound the same path (adoption after a crash). */
+	ck_assert_int_eq(close(rx), 0);
+	ck_assert_int_eq(unlink(path), 0);
+	strcpy(sa.sun_path, path);
+	rx = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	ck_assert_int_ge(rx, 0);
+	ck_assert_int_eq(bind(rx, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	ck_assert_int_eq(baton_ready(b), 0);
+	ck_assert_uint_eq(drain_datagrams(rx, "READY=1", &match), 1);
+	ck_assert_uint_eq(match, 1);
+	b = baton_close(b);
+	ck_assert_int_eq(close(rx), 0);
+	ck_assert_int_eq(unlink(path), 0);
+	ck_assert_int_eq(rmdir(dir), 0);
+}
+END_TEST
+
 Suite *baton_suite(void)
 {
 	Suite *s = suite_create("baton");
@@ -1299,6 +1408,10 @@ Suite *baton_suite(void)
 	tcase_add_test(tc, without_a_channel_ready_status_and_stopping_go_to_notify_socket);
 	tcase_add_test(tc, a_stop_signal_is_taken_from_the_drain_fd_without_a_handler);
 	tcase_add_test(tc, drain_signals_can_be_chosen_before_the_drain_fd);
+	tcase_add_test(tc,
+		       ready_never_blocks_on_a_full_notify_queue_and_is_sent_when_there_is_room);
+	tcase_add_test(
+		tc, a_new_receiver_at_the_same_notify_path_is_reached_after_the_old_one_went_away);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("listener shutdown");

@@ -5,9 +5,11 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -227,12 +229,15 @@ static socklen_t address_of(const char *notify_socket, struct sockaddr_un *sa)
 {
 	size_t n = strlen(notify_socket);
 
-	ck_assert_int_eq(notify_socket[0], '@');
+	ck_assert(notify_socket[0] == '@' || notify_socket[0] == '/');
 	ck_assert_uint_lt(n, sizeof(sa->sun_path));
 	memset(sa, 0, sizeof(*sa));
 	sa->sun_family = AF_UNIX;
-	memcpy(sa->sun_path + 1, notify_socket + 1, n - 1);
-	return (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n);
+	memcpy(sa->sun_path, notify_socket, n);
+	if (notify_socket[0] == '@')
+		sa->sun_path[0] = '\0';
+	return (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n +
+			   (n && notify_socket[0] == '/'));
 }
 
 /* Sends one datagram to the notify socket as sd_notify() would, with fds attached if any. */
@@ -281,7 +286,7 @@ static void send_text(const char *address, const char *s)
 /* notify_open(), which must succeed. */
 static int open_ok(char address[NOTIFY_ADDRESS_MAX])
 {
-	int fd = notify_open(address);
+	int fd = notify_open(NULL, address);
 
 	ck_assert_int_ge(fd, 0);
 	return fd;
@@ -309,7 +314,7 @@ START_TEST(open_gives_a_cloexec_nonblocking_abstract_socket_with_credentials)
 	int fd, fd2, one = 0, type = 0;
 	socklen_t len = sizeof(one);
 
-	fd = notify_open(address);
+	fd = notify_open(NULL, address);
 	ck_assert_int_ge(fd, 0);
 	ck_assert_int_eq(address[0], '@');
 	ck_assert_uint_ge(strlen(address), 2);
@@ -323,7 +328,7 @@ START_TEST(open_gives_a_cloexec_nonblocking_abstract_socket_with_credentials)
 	ck_assert_int_eq(type, SOCK_DGRAM);
 
 	/* Two supervisors never share an address. */
-	fd2 = notify_open(other);
+	fd2 = notify_open(NULL, other);
 	ck_assert_int_ge(fd2, 0);
 	ck_assert_str_ne(address, other);
 
@@ -530,6 +535,53 @@ START_TEST(more_fds_than_fit_are_refused_with_eproto_and_all_closed)
 }
 END_TEST
 
+START_TEST(a_path_socket_is_0600_replaces_a_stale_file_and_refuses_a_live_one_or_a_file)
+{
+	int n_fds = unit_count_fds();
+	char dir[] = "/tmp/baton-unit-notify-XXXXXX", path[128], address[NOTIFY_ADDRESS_MAX];
+	char other[NOTIFY_ADDRESS_MAX];
+	struct notify_message m;
+	struct stat st;
+	int fd, fd2;
+
+	ck_assert_ptr_nonnull(mkdtemp(dir));
+	(void)snprintf(path, sizeof(path), "%s/notify", dir);
+	fd = notify_open(path, address);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_str_eq(address, path);
+	ck_assert_int_eq(stat(path, &st), 0);
+	ck_assert(S_ISSOCK(st.st_mode));
+	ck_assert_int_eq(st.st_mode & 0777, 0600);
+	/* A client that only connects to paths reaches it, and the sender's pid comes along. */
+	send_text(address, "READY=1");
+	ck_assert_int_eq(notify_receive(fd, &m), 0);
+	ck_assert(m.ready);
+	ck_assert_int_eq(m.pid, getpid());
+
+	/* Someone answers there: not ours to take. */
+	ck_assert_int_eq(notify_open(path, other), -EADDRINUSE);
+	/* The batond behind it died: its file is stale and replaced. */
+	ck_assert_int_eq(close(fd), 0);
+	fd2 = notify_open(path, other);
+	ck_assert_int_ge(fd2, 0);
+	send_text(other, "STATUS=again");
+	ck_assert_int_eq(notify_receive(fd2, &m), 0);
+	ck_assert_str_eq(m.status, "again");
+	ck_assert_int_eq(close(fd2), 0);
+	/* Something that is not a socket is never touched. */
+	ck_assert_int_eq(unlink(path), 0);
+	fd = open(path, O_CREAT | O_WRONLY | O_CLOEXEC, 0600);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(close(fd), 0);
+	ck_assert_int_eq(notify_open(path, other), -EEXIST);
+	ck_assert_int_eq(stat(path, &st), 0);
+	ck_assert(S_ISREG(st.st_mode));
+	ck_assert_int_eq(unlink(path), 0);
+	ck_assert_int_eq(rmdir(dir), 0);
+	ck_assert_int_eq(unit_count_fds(), n_fds);
+}
+END_TEST
+
 Suite *notify_suite(void)
 {
 	Suite *s = suite_create("notify");
@@ -564,6 +616,8 @@ Suite *notify_suite(void)
 	tcase_add_test(tc,
 		       a_datagram_over_the_maximum_size_is_refused_with_eproto_and_its_fd_closed);
 	tcase_add_test(tc, more_fds_than_fit_are_refused_with_eproto_and_all_closed);
+	tcase_add_test(
+		tc, a_path_socket_is_0600_replaces_a_stale_file_and_refuses_a_live_one_or_a_file);
 	suite_add_tcase(s, tc);
 	return s;
 }
