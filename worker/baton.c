@@ -414,6 +414,8 @@ static void baton_freep(struct baton **b)
 	errno = saved;
 }
 
+static int notify_connect(struct baton *b);
+
 int baton_open(struct baton **ret, int flags)
 {
 	_cleanup_(baton_freep) struct baton *b = NULL;
@@ -460,6 +462,12 @@ int baton_open(struct baton **ret, int flags)
 		r = env_open(b);
 		if (r < 0)
 			return r;
+		/*
+		 * Now, not at the first message: a program that then changes its user still
+		 * reaches batond's socket, which only the user batond started it as may open.
+		 * A failure is tried again at the first message.
+		 */
+		(void)notify_connect(b);
 	}
 	*ret = TAKE_PTR(b);
 	return 0;

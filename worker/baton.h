@@ -42,6 +42,8 @@ struct baton;
  *   2. LISTEN_FDS and LISTEN_PID (our pid), with LISTEN_FDNAMES: fds 3, 4, ... as systemd's
  *      sd_listen_fds(3) defines them.
  *   3. Neither: no listeners (baton_listener_count() is 0); the program binds its own.
+ * Without a channel it also connects to $NOTIFY_SOCKET, if set, so that a program that changes
+ * its user afterwards still reaches it.
  * The variables used are removed from the environment unless flags has BATON_OPEN_KEEP_ENV.
  * Every fd the handle holds is close-on-exec. flags: BATON_OPEN_* or 0.
  * Returns 0, or -EINVAL (bad flags or a malformed BATON_FD), -ENOTSOCK (BATON_FD is not a

@@ -100,6 +100,7 @@ static struct {
 	size_t n_held; /* 0: inactive, every call passes straight through */
 	union shim_addr notify;
 	socklen_t notify_len;	/* 0: no NOTIFY_SOCKET */
+	atomic_int notify_fd;	/* connected to it at load, at SHIM_FD_HOME or above; or -1 */
 	atomic_int *ready_sent; /* shared with every fork() child: one READY=1 per process tree */
 	atomic_int ready_local; /* ready_sent when the shared page could not be mapped */
 	pid_t pid;		/* the process that owns this memory; a vfork() child does not */
@@ -133,6 +134,7 @@ static struct {
 	.lock = PTHREAD_MUTEX_INITIALIZER,
 	.home_lo = INT_MAX,
 	.home_hi = -1,
+	.notify_fd = -1,
 };
 
 /* The functions we wrap, as the next object in the lookup order (libc) defines them. */
@@ -241,6 +243,12 @@ static int home_of(int fd)
 		if (atomic_load(&shim.held[i].home) && atomic_load(&shim.held[i].fd) == fd)
 			return (int)i;
 	return -1;
+}
+
+/* Our connection to NOTIFY_SOCKET: kept out of the server's close(), dup2() and close_range(). */
+static bool is_notify_fd(int fd)
+{
+	return fd >= 0 && fd == atomic_load(&shim.notify_fd);
 }
 
 static struct shim_slot *slot_find(int fd)
@@ -550,7 +558,16 @@ static void ready_now(void)
 
 	if (shim.notify_len == 0 || atomic_exchange(shim.ready_sent, 1))
 		return;
-	/* The sd_notify protocol: one datagram; batond identifies us by SO_PASSCRED. */
+	/*
+	 * The sd_notify protocol: one datagram; batond identifies us by SO_PASSCRED. Through the
+	 * connection made at load first: a server that has since changed its user (nginx's
+	 * workers) may no longer open batond's 0600 socket file by name.
+	 */
+	s = atomic_load(&shim.notify_fd);
+	if (s >= 0 && send(s, SHIM_READY, strlen(SHIM_READY), MSG_NOSIGNAL) >= 0) {
+		errno = saved;
+		return;
+	}
 	s = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
 	if (s >= 0) {
 		(void)sendto(s, SHIM_READY, strlen(SHIM_READY), MSG_NOSIGNAL, &shim.notify.sa,
@@ -931,6 +948,27 @@ static size_t held_load(void)
 	return n;
 }
 
+/* Connects to NOTIFY_SOCKET now, while the server still runs as the user batond started. */
+static void notify_connect(void)
+{
+	int s = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	int fd;
+
+	if (s < 0)
+		return;
+	if (connect(s, &shim.notify.sa, shim.notify_len) < 0) {
+		(void)REAL(close)(s);
+		return;
+	}
+	/* Out of the server's way, as the held listeners' homes are. */
+	fd = REAL(fcntl)(s, F_DUPFD_CLOEXEC, SHIM_FD_HOME);
+	if (fd >= 0) {
+		(void)REAL(close)(s);
+		s = fd;
+	}
+	atomic_store(&shim.notify_fd, s);
+}
+
 static void notify_load(void)
 {
 	const char *e = getenv("NOTIFY_SOCKET");
@@ -946,6 +984,7 @@ static void notify_load(void)
 	if (e[0] == '@')
 		shim.notify.un.sun_path[0] = '\0';
 	shim.notify_len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n);
+	notify_connect();
 }
 
 /* fork() copies our memory: the child owns its copy, and the lock is never held across it. */
@@ -1199,7 +1238,7 @@ SHIM_EXPORT int close(int fd)
 	if (!real)
 		NO_REAL(-1);
 	if (active() && fd >= 0) {
-		if (home_of(fd) >= 0)
+		if (home_of(fd) >= 0 || is_notify_fd(fd))
 			return 0; /* FD_CLOEXEC: it never reaches a child program anyway */
 		if (in_place_of(fd) >= 0 && rescue(fd))
 			return 0;
@@ -1218,9 +1257,10 @@ SHIM_EXPORT int close(int fd)
 static int close_range_around(unsigned int first, unsigned int last, int flags)
 {
 	__typeof__(&close_range) real = REAL(close_range);
-	unsigned int keep[SHIM_MAX_HELD];
+	unsigned int keep[SHIM_MAX_HELD + 1];
 	unsigned int from = first;
 	size_t n = 0;
+	int nfd = atomic_load(&shim.notify_fd);
 
 	for (size_t i = 0; i < shim.n_held; i++) {
 		int fd = atomic_load(&shim.held[i].fd);
@@ -1233,6 +1273,13 @@ static int close_range_around(unsigned int first, unsigned int last, int flags)
 				keep[j] = keep[j - 1];
 			keep[j] = (unsigned int)fd;
 		}
+	}
+	if (nfd >= 0 && (unsigned int)nfd >= first && (unsigned int)nfd <= last) {
+		size_t j = n++;
+
+		for (; j > 0 && keep[j - 1] > (unsigned int)nfd; j--)
+			keep[j] = keep[j - 1];
+		keep[j] = (unsigned int)nfd;
 	}
 	for (size_t k = 0; k < n; k++) {
 		if (keep[k] > from && real(from, keep[k] - 1, flags) < 0)
@@ -1304,6 +1351,11 @@ static bool before_replace(int oldfd, int newfd)
 		return false;
 	if (in_place_of(newfd) >= 0 || home_of(newfd) >= 0)
 		(void)rescue(newfd);
+	if (is_notify_fd(newfd)) {
+		int moved = REAL(fcntl)(newfd, F_DUPFD_CLOEXEC, newfd + 1);
+
+		atomic_store(&shim.notify_fd, moved); /* -1 if none: READY=1 then uses sendto() */
+	}
 	slot_forget(newfd);
 	return own_memory() && conn_take(newfd);
 }
