@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/pidfd.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -38,7 +39,7 @@ int actions_new(struct batond *b)
 void actions_free(struct batond *b)
 {
 	for (unsigned i = 0; b->extra && i < ROLLOUT_MAX_RECORDS; i++)
-		b->extra[i].ch = channel_free(b->extra[i].ch);
+		worker_extra_release(&b->extra[i]);
 	b->timer = sd_event_source_unref(b->timer);
 	b->rollout = rollout_free(b->rollout);
 	free(b->actions);
@@ -47,6 +48,30 @@ void actions_free(struct batond *b)
 	b->actions = NULL;
 	b->queue = NULL;
 	b->extra = NULL;
+}
+
+void worker_extra_release(struct worker_extra *x)
+{
+	x->ch = channel_free(x->ch);
+	x->main_source = sd_event_source_disable_unref(x->main_source);
+	x->main_pid = 0;
+}
+
+int batond_signal_main(struct batond *b, pid_t pid, int sig)
+{
+	const struct rollout_worker *w = rollout_find_pid(b->rollout, pid);
+	const struct worker_extra *x = w ? &b->extra[batond_record_id(b, w)] : NULL;
+
+	if (x && x->main_source && x->main_pid == pid) {
+		if (pidfd_send_signal(sd_event_source_get_io_fd(x->main_source), sig, NULL, 0) < 0)
+			return -errno;
+		return 0;
+	}
+	if (pid <= 1 || pid == getpid())
+		return -EPERM; /* never a broadcast, never ourselves */
+	if (kill(pid, sig) < 0)
+		return -errno;
+	return 0;
 }
 
 unsigned batond_record_id(const struct batond *b, const struct rollout_worker *w)
@@ -124,7 +149,7 @@ static void run_spawn(struct batond *b, const struct rollout_action *a)
 	if (a->worker < ROLLOUT_MAX_RECORDS) {
 		struct worker_extra *x = &b->extra[a->worker];
 
-		x->ch = channel_free(x->ch);
+		worker_extra_release(x);
 		*x = (struct worker_extra){
 			.b = b, .id = a->worker, .pid = pid, .adopted_channel_fd = -1
 		};
@@ -149,46 +174,95 @@ static void run_drain(struct batond *b, const struct rollout_action *a)
 	const struct rollout_worker *w = rollout_find_pid(b->rollout, a->pid);
 	struct worker_extra *x = w ? &b->extra[batond_record_id(b, w)] : NULL;
 	const char *sig = sigabbrev_np(b->cfg.drain_signal) ?: "?";
+	int r;
 
 	if (x && x->ch && channel_drain(x->ch, b->cfg.rollout.drain_timeout_usec) == 0) {
 		log_debug("sent DRAIN to worker pid %d", a->pid);
 		return;
 	}
-	if (kill(a->pid, b->cfg.drain_signal) < 0 && errno != ESRCH)
-		log_warning_errno(-errno, "send SIG%s to worker pid %d", sig, a->pid);
+	r = batond_signal_main(b, a->pid, b->cfg.drain_signal);
+	if (r < 0 && r != -ESRCH)
+		log_warning_errno(r, "send SIG%s to worker pid %d", sig, a->pid);
 	else
 		log_debug("sent SIG%s to worker pid %d", sig, a->pid);
+}
+
+/*
+ * Whether process group pgid is still the worker's: its leader is batond's child not yet reaped
+ * (no new process can get the number meanwhile), or the worker's main process, held by pidfd,
+ * is in it (a group's number is not reused while it has a member). Otherwise kill(-pgid) could
+ * reach a group that got the number later.
+ */
+bool batond_group_is_the_workers(pid_t pid, pid_t pgid)
+{
+	siginfo_t si = { .si_pid = 0 };
+	struct procscan_stat st;
+
+	if (pgid <= 1 || pgid == getpid())
+		return false;
+	if (waitid(P_PID, (id_t)pgid, &si, WEXITED | WNOHANG | WNOWAIT) == 0)
+		return true; /* our child, alive or a zombie: either way not reusable */
+	return pid != pgid && procscan_stat(pid, &st) == 0 && st.pgrp == pgid;
 }
 
 /*
  * ROLLOUT_DO_KILL: SIGKILL to a worker, its process group, and any descendant that left the
  * group (setsid()): a server's own children must not outlive it holding listeners.
  */
-static void kill_worker_tree(pid_t pid, pid_t pgid)
+static void kill_worker_tree(struct batond *b, pid_t pid, pid_t pgid)
 {
 	_cleanup_free_ pid_t *tree = calloc(PROCSCAN_MAX_PROCS, sizeof(pid_t));
+	_cleanup_free_ int *pidfds = calloc(PROCSCAN_MAX_PROCS, sizeof(int));
 	size_t n = 0;
 	int r;
 
 	/* Found before the kills: once the worker is dead, its escaped children are orphans. */
-	if (tree) {
+	if (tree && pidfds) {
 		r = procscan_tree(pid, pgid, tree, PROCSCAN_MAX_PROCS, &n);
 		if (r < 0)
 			log_warning_errno(r, "find the processes of worker pid %d, ignoring", pid);
 	}
-	r = kill(-pgid, SIGKILL);
-	if (r < 0 && errno != ESRCH)
-		log_warning_errno(-errno, "kill process group %d", pgid);
-	if (pid != pgid && kill(pid, SIGKILL) < 0 && errno != ESRCH)
-		log_warning_errno(-errno, "kill worker pid %d", pid);
+	/*
+	 * Each one pinned by a pidfd, then checked to be still what the scan saw: in the tree
+	 * (its parent is the worker or another of them) and outside the group, which gets its
+	 * own kill. A number reused between the scan and the pidfd fails the check.
+	 */
 	for (size_t i = 0; i < n; i++) {
-		if (tree[i] == pid || getpgid(tree[i]) == pgid)
+		struct procscan_stat st;
+		bool in_tree = false;
+
+		pidfds[i] = -1;
+		if (tree[i] == pid)
 			continue;
-		if (kill(tree[i], SIGKILL) < 0 && errno != ESRCH)
+		pidfds[i] = pidfd_open(tree[i], 0);
+		if (pidfds[i] < 0 || procscan_stat(tree[i], &st) < 0 || st.pgrp == pgid) {
+			pidfds[i] = safe_close(pidfds[i]);
+			continue;
+		}
+		for (size_t j = 0; j < n && !in_tree; j++)
+			in_tree = st.ppid == tree[j];
+		if (!in_tree)
+			pidfds[i] = safe_close(pidfds[i]);
+	}
+	if (batond_group_is_the_workers(pid, pgid)) {
+		r = kill(-pgid, SIGKILL);
+		if (r < 0 && errno != ESRCH)
+			log_warning_errno(-errno, "kill process group %d", pgid);
+	}
+	if (pid != pgid) {
+		r = batond_signal_main(b, pid, SIGKILL);
+		if (r < 0 && r != -ESRCH)
+			log_warning_errno(r, "kill worker pid %d", pid);
+	}
+	for (size_t i = 0; i < n; i++) {
+		if (pidfds[i] < 0)
+			continue;
+		if (pidfd_send_signal(pidfds[i], SIGKILL, NULL, 0) < 0 && errno != ESRCH)
 			log_warning_errno(-errno, "kill pid %d of worker pid %d", tree[i], pid);
 		else
 			log_info("killed pid %d, of worker pid %d in another process group",
 				 tree[i], pid);
+		pidfds[i] = safe_close(pidfds[i]);
 	}
 }
 
@@ -237,7 +311,7 @@ static void run_action(struct batond *b, const struct rollout_action *a)
 		run_drain(b, a);
 		break;
 	case ROLLOUT_DO_KILL:
-		kill_worker_tree(a->pid, a->pgid);
+		kill_worker_tree(b, a->pid, a->pgid);
 		break;
 	case ROLLOUT_DO_ARM_TIMER:
 		r = loop_timer_arm(b->timer, a->usec);
@@ -304,8 +378,9 @@ void actions_kill_all(struct batond *b)
 
 		if (w->pgid > 0 && w->state != ROLLOUT_W_FREE && w->state != ROLLOUT_W_SPAWNING &&
 		    w->state != ROLLOUT_W_BACKOFF) {
-			(void)kill(-w->pgid, SIGKILL);
-			(void)kill(w->pid, SIGKILL);
+			if (batond_group_is_the_workers(w->pid, w->pgid))
+				(void)kill(-w->pgid, SIGKILL);
+			(void)batond_signal_main(b, w->pid, SIGKILL);
 			(void)waitpid(w->pid, NULL, 0);
 		}
 	}

@@ -47,6 +47,14 @@ struct worker_extra {
 	unsigned id;			/* rollout record id */
 	int pid;
 	int adopted_channel_fd; /* upgrade: the channel to take over in run(), or -1 */
+	/*
+	 * MAINPID=: the process it named, held by a pidfd from the moment it was accepted, so
+	 * that no signal can reach another process that got the number later. The source watches
+	 * the pidfd (and owns it): the main process is not batond's child, so its exit may come
+	 * from nothing else. NULL without MAINPID.
+	 */
+	sd_event_source *main_source;
+	pid_t main_pid;
 };
 
 /* Stage 2 of a two-stage close on the way: listeners watched until nothing waits (stop.c). */
@@ -153,6 +161,22 @@ void batond_feed_simple(struct batond *b, enum rollout_event_type type, bool for
 /* The worker record that w is, for b->extra. */
 unsigned batond_record_id(const struct batond *b, const struct rollout_worker *w);
 
+/*
+ * Sends sig to a worker's main process: through its pidfd when MAINPID named it (a number
+ * that may have been reused by now is never used), else by pid (batond's own child, whose
+ * number cannot be reused before batond reaps it). Returns 0 or a negative errno (-ESRCH: gone).
+ */
+int batond_signal_main(struct batond *b, pid_t pid, int sig);
+
+/*
+ * Whether process group pgid is still worker pid's own: its leader is batond's child not yet
+ * reaped, or pid (held by a pidfd) is in it. Never true for pgid <= 1 or batond's own group.
+ */
+bool batond_group_is_the_workers(pid_t pid, pid_t pgid);
+
+/* Forgets what batond kept beside a worker record (channel, main pidfd): it exited. */
+void worker_extra_release(struct worker_extra *x);
+
 /* Last resort on a fatal error: SIGKILL every worker and reap it; none outlives batond. */
 void actions_kill_all(struct batond *b);
 
@@ -161,6 +185,12 @@ void actions_kill_all(struct batond *b);
 /* The notify socket's source, the readiness poll, and einhorn's socket (after the control one). */
 int events_open(struct batond *b);
 void events_close(struct batond *b);
+
+/*
+ * Holds pid by a pidfd and watches its exit for worker x, if pid descends from ancestor (pid
+ * is a worker's MAINPID). Returns 1, 0 (not a descendant) or a negative errno.
+ */
+int events_watch_main(struct batond *b, struct worker_extra *x, pid_t pid, pid_t ancestor);
 
 /* --ready listening: look at starting workers soon (after a spawn). */
 void events_ready_poll_arm(struct batond *b);

@@ -221,6 +221,11 @@ void control_client_set_data(struct control_client *cl, long data)
 	cl->data = data;
 }
 
+pid_t control_client_pid(const struct control_client *cl)
+{
+	return cl->pid;
+}
+
 long control_client_get_data(const struct control_client *cl)
 {
 	return cl->data;

@@ -61,6 +61,9 @@ void control_stream_kick(struct control *c);
 void control_client_set_data(struct control_client *c, long data);
 long control_client_get_data(const struct control_client *c);
 
+/* The client's pid as the kernel recorded it at connect() (SO_PEERCRED). */
+pid_t control_client_pid(const struct control_client *c);
+
 /* Calls fn for every client still waiting for a reply. */
 void control_foreach_waiting(struct control *c, void (*fn)(struct control_client *, void *),
 			     void *userdata);

@@ -4,9 +4,11 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/pidfd.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -136,7 +138,7 @@ int events_on_sigchld(sd_event_source *s, const struct signalfd_siginfo *si, voi
 			continue;
 		}
 		x = &b->extra[batond_record_id(b, w)];
-		x->ch = channel_free(x->ch);
+		worker_extra_release(x);
 		ev.now_usec = loop_now_usec();
 		ev.pid = pid;
 		ev.signaled = WIFSIGNALED(status);
@@ -160,20 +162,105 @@ static const struct rollout_worker *notify_sender(struct batond *b, pid_t pid)
 	return NULL;
 }
 
-static void on_mainpid(struct batond *b, const struct rollout_worker *w, pid_t mainpid)
+/* The process MAINPID named exited: batond cannot reap it (not its child), so it says so here. */
+static int on_main_exit(sd_event_source *s, int fd, uint32_t revents, void *userdata)
 {
+	struct worker_extra *x = userdata;
+	struct batond *b = x->b;
+	const struct rollout_worker *w = rollout_find_pid(b->rollout, x->main_pid);
+	struct rollout_event ev = {
+		.type = ROLLOUT_WORKER_EXITED,
+		.now_usec = loop_now_usec(),
+		.pid = x->main_pid,
+	};
+
+	siginfo_t si = { .si_pid = 0 };
+	pid_t pgid;
+
+	(void)s;
+	(void)revents;
+	/* batond may be its parent after all (a subreaper adopts orphans): then reap it here. */
+	if (waitid(P_PIDFD, (id_t)fd, &si, WEXITED | WNOHANG) == 0 && si.si_pid > 0) {
+		ev.signaled = si.si_code == CLD_KILLED || si.si_code == CLD_DUMPED;
+		ev.status = si.si_status;
+	}
+	x->main_source = sd_event_source_disable_unref(x->main_source);
+	if (!w || batond_record_id(b, w) != x->id)
+		return 0;
+	if (si.si_pid == 0)
+		log_info("generation %u worker %u: main pid %d exited (its parent reaped it: "
+			 "status unknown)",
+			 w->gen, w->index, (int)ev.pid);
+	x->main_pid = 0;
+	pgid = w->pgid;
+	batond_feed(b, &ev);
+	/* The worker is its main process: what is left of its group must not hold listeners. */
+	if (pgid != ev.pid && batond_group_is_the_workers(0, pgid)) {
+		log_info("process group %d: killing what is left after its main pid %d exited",
+			 (int)pgid, (int)ev.pid);
+		if (kill(-pgid, SIGKILL) < 0 && errno != ESRCH)
+			log_warning_errno(-errno, "kill process group %d", (int)pgid);
+	}
+	return 0;
+}
+
+int events_watch_main(struct batond *b, struct worker_extra *x, pid_t pid, pid_t ancestor)
+{
+	_cleanup_close_ int pidfd = -1;
+	sd_event_source *src = NULL;
+	int r;
+
+	/* Pinned first, checked after: the check is then about the process the pidfd holds. */
+	pidfd = pidfd_open(pid, 0);
+	if (pidfd < 0)
+		return -errno;
+	r = procscan_is_descendant(pid, ancestor);
+	if (r <= 0)
+		return r;
+	r = sd_event_add_io(b->event, &src, pidfd, EPOLLIN, on_main_exit, x);
+	if (r >= 0)
+		r = sd_event_source_set_io_fd_own(src, true);
+	if (r < 0) {
+		(void)sd_event_source_disable_unref(src);
+		return r;
+	}
+	TAKE_FD(pidfd);
+	x->main_source = sd_event_source_disable_unref(x->main_source);
+	x->main_source = src;
+	x->main_pid = pid;
+	return 1;
+}
+
+/*
+ * MAINPID=: the worker's main process names another as the main one (a server that forks its
+ * real master, say). Accepted only from the current main process, only for one of its
+ * descendants, and only once that process is held by a pidfd: the check and every later
+ * signal then concern the same process, whatever happens to the number.
+ */
+static void on_mainpid(struct batond *b, const struct rollout_worker *w, pid_t sender,
+		       pid_t mainpid)
+{
+	struct worker_extra *x = &b->extra[batond_record_id(b, w)];
 	struct rollout_event ev = {
 		.type = ROLLOUT_WORKER_MAINPID,
 		.now_usec = loop_now_usec(),
 		.pid = w->pid,
 		.new_pid = mainpid,
 	};
+	int r;
 
-	/* Only a process of the worker's own group: never signal a stranger. */
-	if (getpgid(mainpid) != w->pgid) {
-		log_warning("generation %u worker %u (pid %d): ignoring MAINPID=%d outside its "
-			    "process group",
-			    w->gen, w->index, w->pid, (int)mainpid);
+	if (sender != w->pid) {
+		log_warning(
+			"generation %u worker %u (pid %d): ignoring MAINPID=%d from pid %d: only "
+			"the main process may name another",
+			w->gen, w->index, w->pid, (int)mainpid, (int)sender);
+		return;
+	}
+	r = events_watch_main(b, x, mainpid, w->pid);
+	if (r <= 0) {
+		log_warning("generation %u worker %u (pid %d): ignoring MAINPID=%d: %s", w->gen,
+			    w->index, w->pid, (int)mainpid,
+			    r < 0 ? strerror(-r) : "not a descendant of the worker");
 		return;
 	}
 	log_info("generation %u worker %u: main pid is now %d (was %d)", w->gen, w->index,
@@ -217,7 +304,7 @@ static int on_notify(sd_event_source *s, int fd, uint32_t revents, void *userdat
 				  w->pid);
 		}
 		if (m.mainpid > 0 && m.mainpid != w->pid)
-			on_mainpid(b, w, m.mainpid);
+			on_mainpid(b, w, m.pid, m.mainpid);
 		/* READY=1 counts only where it is the readiness asked for (--ready notify). */
 		if (m.ready && !b->cfg.ready_listening && !b->cfg.ready_einhorn)
 			feed_ready(b, w->pid);
@@ -228,16 +315,20 @@ static int on_notify(sd_event_source *s, int fd, uint32_t revents, void *userdat
 static void on_einhorn(void *userdata, struct control_client *cl, const char *line)
 {
 	struct batond *b = userdata;
-	pid_t pid = 0;
+	pid_t said = 0, peer = control_client_pid(cl);
+	/* Who sent it is what the kernel says, not what the line says. */
 	const struct rollout_worker *w =
-		einhorn_ack_parse(line, &pid) == 0 ? notify_sender(b, pid) : NULL;
+		einhorn_ack_parse(line, &said) == 0 ? notify_sender(b, peer) : NULL;
 
 	/* einhorn closes the connection after an ack without answering; so do we. */
 	control_reply(cl, "");
 	if (!w) {
-		log_debug("einhorn socket: ignoring '%s'", line);
+		log_debug("einhorn socket: ignoring '%s' from pid %d", line, (int)peer);
 		return;
 	}
+	if (said != peer)
+		log_debug("einhorn socket: pid %d acked as pid %d; counted for pid %d", (int)peer,
+			  (int)said, (int)peer);
 	log_debug("generation %u worker %u (pid %d): worker:ack", w->gen, w->index, w->pid);
 	if (b->cfg.ready_einhorn)
 		feed_ready(b, w->pid);

@@ -283,3 +283,53 @@ int procscan_waits_on(pid_t pid, pid_t pgid, const ino_t *inodes, size_t n_inode
 			return 1;
 	return 0;
 }
+
+int procscan_stat(pid_t pid, struct procscan_stat *ret)
+{
+	_cleanup_(fclosep) FILE *f = NULL;
+	char path[64], stat[1024];
+	const char *p;
+	unsigned long long start;
+	int ppid, pgrp;
+
+	if (pid <= 0)
+		return -EINVAL;
+	(void)snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	f = fopen(path, "re");
+	if (!f)
+		return errno == ENOENT ? -ESRCH : -errno;
+	if (!fgets(stat, sizeof(stat), f))
+		return -ESRCH;
+	/*
+	 * After the command name in parentheses (which may hold anything, so the last ')'):
+	 * state, ppid, pgrp, session, tty_nr, tpgid, flags, minflt, cminflt, majflt, cmajflt,
+	 * utime, stime, cutime, cstime, priority, nice, num_threads, itrealvalue, starttime.
+	 */
+	p = strrchr(stat, ')');
+	if (!p || sscanf(p + 1,
+			 " %*c %d %d %*d %*d %*d %*u %*u %*u %*u %*u %*u %*u %*d %*d %*d %*d %*d "
+			 "%*d %llu",
+			 &ppid, &pgrp, &start) != 3)
+		return -EBADMSG;
+	*ret = (struct procscan_stat){ .ppid = ppid, .pgrp = pgrp, .start_time = start };
+	return 0;
+}
+
+int procscan_is_descendant(pid_t pid, pid_t ancestor)
+{
+	pid_t p = pid;
+
+	for (int depth = 0; depth < PROCSCAN_MAX_DEPTH; depth++) {
+		struct procscan_stat st;
+		int r = procscan_stat(p, &st);
+
+		if (r < 0)
+			return depth == 0 ? r : 0; /* an ancestor gone meanwhile: not found */
+		if (st.ppid == ancestor)
+			return 1;
+		if (st.ppid <= 1)
+			return 0;
+		p = st.ppid;
+	}
+	return 0;
+}

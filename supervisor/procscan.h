@@ -3,6 +3,7 @@
 #pragma once
 
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/types.h>
 
 #define PROCSCAN_MAX_PROCS 4096	     /* processes of one worker looked at per check */
@@ -25,3 +26,20 @@ int procscan_waits_on(pid_t pid, pid_t pgid, const ino_t *inodes, size_t n_inode
  * Returns 0 and *ret_n, or a negative errno.
  */
 int procscan_tree(pid_t pid, pid_t pgid, pid_t *ret_pids, size_t max, size_t *ret_n);
+
+#define PROCSCAN_MAX_DEPTH 64 /* parent links followed looking for an ancestor */
+
+/* One process as /proc/PID/stat shows it. */
+struct procscan_stat {
+	pid_t ppid, pgrp;
+	uint64_t start_time; /* clock ticks after boot: with the pid, names one process for good */
+};
+
+/* Reads pid's parent, process group and start time. Returns 0, -ESRCH (gone) or -errno. */
+int procscan_stat(pid_t pid, struct procscan_stat *ret);
+
+/*
+ * Returns 1 if ancestor is pid's parent, grandparent, ... (at most PROCSCAN_MAX_DEPTH links),
+ * 0 if not (pid itself is not its own descendant), or a negative errno (-ESRCH: pid is gone).
+ */
+int procscan_is_descendant(pid_t pid, pid_t ancestor);

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/pidfd.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "channel.h"
@@ -18,6 +19,7 @@
 #include "control.h"
 #include "log.h"
 #include "loop.h"
+#include "procscan.h"
 #include "upgrade_state.h"
 
 extern char **environ;
@@ -457,6 +459,33 @@ static int take_listener(struct batond *b, int fd, const char *name, bool owns_p
 	return 0;
 }
 
+/*
+ * Whether w's numbers are safe to signal: above 1, not batond's own, and really the worker's
+ * (its group leader is the process batond spawned, still batond's child across the exec; or,
+ * after MAINPID, the main process is in that group). Returns 0 or a negative errno, logged.
+ */
+static int adopt_check(const struct rollout_worker *w)
+{
+	siginfo_t si = { .si_pid = 0 };
+	struct procscan_stat st;
+	bool leader_ours;
+
+	if (w->pid <= 1 || w->pgid <= 1 || w->pid == getpid() || w->pgid == getpgrp())
+		return log_warning_errno(-EINVAL,
+					 "upgrade: not adopting pid %d (process group %d): not a "
+					 "worker's numbers",
+					 w->pid, w->pgid);
+	leader_ours = waitid(P_PID, (id_t)w->pgid, &si, WEXITED | WNOHANG | WNOWAIT) == 0;
+	if (w->pid == w->pgid
+		    ? leader_ours
+		    : leader_ours || (procscan_stat(w->pid, &st) == 0 && st.pgrp == w->pgid))
+		return 0;
+	return log_warning_errno(-ESRCH,
+				 "upgrade: not adopting pid %d (process group %d): not batond's "
+				 "worker any more",
+				 w->pid, w->pgid);
+}
+
 /* The minimal handoff (see exec_minimal()): returns 1 if there was one, 0, or -errno. */
 static int take_over_minimal(struct batond *b)
 {
@@ -493,12 +522,14 @@ static int take_over_minimal(struct batond *b)
 		w.index = n++ % b->cfg.rollout.n_workers;
 		w.deadline_usec =
 			kind == 'r' ? 0 : loop_now_usec() + b->cfg.rollout.drain_timeout_usec;
-		r = rollout_adopt(b->rollout, &w, kind == 'r');
-		if (r < 0)
-			return log_error_errno(r, "upgrade: adopt worker pid %d", w.pid);
 		p += len;
 		if (*p == ',')
 			p++;
+		if (adopt_check(&w) < 0)
+			continue;
+		r = rollout_adopt(b->rollout, &w, kind == 'r');
+		if (r < 0)
+			return log_error_errno(r, "upgrade: adopt worker pid %d", w.pid);
 	}
 	rollout_adopt_done(b->rollout, 3);
 	(void)unsetenv("BATON_HANDOFF_LISTENERS");
@@ -552,6 +583,11 @@ int upgrade_take_over(struct batond *b)
 	for (size_t i = 0; i < st->n_workers; i++) {
 		const struct rollout_worker *w;
 
+		if (adopt_check(&st->workers[i].w) < 0) {
+			if (st->workers[i].channel_fd >= 0)
+				(void)close(st->workers[i].channel_fd);
+			continue;
+		}
 		r = rollout_adopt(b->rollout, &st->workers[i].w, st->workers[i].serving);
 		if (r < 0)
 			return log_error_errno(r, "upgrade: adopt worker pid %d",
@@ -589,7 +625,19 @@ void upgrade_adopt_channels(struct batond *b)
 		char label[CHANNEL_LABEL_MAX];
 		int r;
 
-		if (x->adopted_channel_fd < 0 || w->state == ROLLOUT_W_FREE)
+		if (w->state == ROLLOUT_W_FREE)
+			continue;
+		/*
+		 * A MAINPID the old image held by pidfd is held again: a descendant of the
+		 * worker's group leader, or of batond once the leader is gone (subreaper).
+		 */
+		if (w->pid != w->pgid && x->b && events_watch_main(b, x, w->pid, w->pgid) <= 0 &&
+		    events_watch_main(b, x, w->pid, getpid()) <= 0)
+			log_warning(
+				"generation %u worker %u: main pid %d cannot be held by a pidfd "
+				"again; it is signalled by number",
+				w->gen, w->index, w->pid);
+		if (x->adopted_channel_fd < 0)
 			continue;
 		(void)snprintf(label, sizeof(label), "generation %u worker %u (pid %d)", w->gen,
 			       w->index, w->pid);

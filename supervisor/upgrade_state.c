@@ -178,7 +178,16 @@ int upgrade_state_seal(const char *text, size_t len)
 
 int upgrade_state_read(int fd, char *buf, size_t size)
 {
+	const int want = F_SEAL_WRITE | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL;
 	size_t done = 0;
+	int seals;
+
+	/* Only the sealed memfd the old image made: nothing can have changed it since. */
+	seals = fcntl(fd, F_GET_SEALS);
+	if (seals < 0)
+		return -errno;
+	if ((seals & want) != want)
+		return -EPERM;
 
 	for (;;) {
 		ssize_t n = pread(fd, buf + done, size - done, (off_t)done);

@@ -9,6 +9,7 @@ refuses to start (or, for einhorn, never acks) leaves the old one serving, with 
 import os
 import re
 import signal
+import socket
 import sys
 import tempfile
 
@@ -348,3 +349,27 @@ def test_nginx_variable_lists_every_fd_with_a_semicolon():
         b.wait_log(r"exited with signal QUIT")
     finally:
         b.cleanup()
+
+
+def test_an_einhorn_ack_counts_for_the_process_that_sent_it_not_the_pid_it_names():
+    # A process that is not the worker sends "worker:ack" naming the worker's pid: batond goes
+    # by the sender's credentials, so the worker (configured never to ack) is not made ready.
+    with tempfile.TemporaryDirectory() as d:
+        conf = os.path.join(d, "conf")
+        with open(conf, "w") as f:
+            f.write("no-ack\n")
+        b = Batond(["-l", "127.0.0.1:0", "--pass", "einhorn", "--ready", "einhorn-ack",
+                    "--ready-timeout", "3s"], [sys.executable, EINHORN_WORKER, "--config", conf])
+        try:
+            w = wait_for(lambda: b.workers(), "the worker")
+            sock = wait_for(lambda: worker_env(w[0]).get(b"EINHORN_SOCK_PATH"),
+                            "the worker's exec").decode()
+            msg = f"---\ncommand: worker:ack\npid: {w[0]}\n"
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.connect(sock)
+            s.sendall((msg.replace("%", "%25").replace("\n", "%0A") + "\n").encode())
+            s.close()
+            check(b.wait_exit() == 1, "a forged ack made the first generation ready")
+            b.wait_log(r"generation 1 failed to start")
+        finally:
+            b.cleanup()

@@ -3,6 +3,7 @@
 a paused batond, strangers on the notify socket (issue #15)."""
 import errno
 import os
+import re
 import signal
 import socket
 import stat
@@ -95,3 +96,58 @@ def test_notify_socket_at_abstract_on_request_and_at_a_given_path():
             finally:
                 b.cleanup()
         check(not os.path.exists(given), f"{given} left behind")
+
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+MAINPID_WORKER = os.path.join(HERE, "mainpid_worker.py")
+
+
+def test_a_stale_mainpid_never_makes_batond_signal_a_stranger():
+    # A worker names a child as its main pid, then reaps that child itself; in a PID namespace
+    # the test gives the freed number to a process of uid 65534 and stops batond. Before pidfds
+    # batond sent that stranger its drain signal (and SIGKILL at the deadline).
+    with tempfile.TemporaryDirectory() as d:
+        os.chmod(d, 0o777)  # the stranger (uid 65534) writes down the signal it got
+        out = subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", sys.executable,
+                              os.path.join(HERE, "pidns_stale_mainpid.py"),
+                              os.path.dirname(bin_path("batond")), MAINPID_WORKER, d],
+                             capture_output=True, text=True, timeout=180)
+    check(out.returncode == 0, f"the scene could not be set up: {out.stdout} {out.stderr}")
+    check(out.stdout.strip() == "stranger untouched", f"{out.stdout}\n{out.stderr}")
+
+
+def test_mainpid_from_a_group_member_or_for_a_non_descendant_is_ignored():
+    for mode, why in (("member", "only the main process may name another"),
+                      ("stranger", "not a descendant of the worker")):
+        b = Batond(["-l", "127.0.0.1:0"], [sys.executable, MAINPID_WORKER, mode])
+        try:
+            b.wait_log(r"generation 1: 1/1 workers ready")
+            b.wait_log(re.escape(why))
+            check(b.count(r"main pid is now") == 0, f"{mode}: MAINPID accepted:\n{b.log()}")
+            w = b.workers()
+            b.signal(signal.SIGTERM)
+            check(b.wait_exit() == 0, f"{mode}: batond did not exit 0")
+            check(len(w) == 1, f"{mode}: workers {w}")
+        finally:
+            b.cleanup()
+
+
+def test_a_main_process_reaped_by_its_parent_counts_as_the_workers_exit():
+    with tempfile.TemporaryDirectory() as d:
+        marker = os.path.join(d, "reaped")
+        b = Batond(["-l", "127.0.0.1:0"], [sys.executable, MAINPID_WORKER, "stale", marker])
+        try:
+            m, _ = b.wait_log(r"main pid is now (\d+) \(was (\d+)\)")
+            child, worker = int(m.group(1)), int(m.group(2))
+            os.kill(worker, signal.SIGUSR1)
+            b.wait_log(rf"main pid {child} exited")
+            # The rest of its group goes, and the slot is served again.
+            wait_for(lambda: not os.path.exists(f"/proc/{worker}") or
+                     open(f"/proc/{worker}/stat").read().split()[2] == "Z", "the old worker")
+            b.wait_log(r"respawn|restart|crashed|exited", timeout=60)
+            wait_for(lambda: [p for p in b.workers() if p not in (worker, child)],
+                     "a new worker")
+            b.signal(signal.SIGTERM)
+            check(b.wait_exit() == 0, "batond did not exit 0")
+        finally:
+            b.cleanup()

@@ -3,8 +3,10 @@
 #include "unit.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include "upgrade_state.h"
@@ -122,6 +124,28 @@ START_TEST(sealed_memfd_reads_back_and_cannot_be_written)
 }
 END_TEST
 
+START_TEST(a_state_fd_that_is_not_sealed_or_not_a_memfd_is_refused)
+{
+	char buf[64];
+	int fd = memfd_create("baton-state", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+	int p[2];
+
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(write(fd, "baton-state 1\n", 14), 14);
+	/* Writable still: someone could change it between the exec and the read. */
+	ck_assert_int_eq(upgrade_state_read(fd, buf, sizeof(buf)), -EPERM);
+	ck_assert_int_eq(fcntl(fd, F_ADD_SEALS, F_SEAL_WRITE | F_SEAL_SHRINK | F_SEAL_GROW), 0);
+	ck_assert_int_eq(upgrade_state_read(fd, buf, sizeof(buf)), -EPERM); /* not F_SEAL_SEAL */
+	ck_assert_int_eq(fcntl(fd, F_ADD_SEALS, F_SEAL_SEAL), 0);
+	ck_assert_int_eq(upgrade_state_read(fd, buf, sizeof(buf)), 14);
+	ck_assert_int_eq(close(fd), 0);
+	ck_assert_int_eq(pipe2(p, O_CLOEXEC), 0);
+	ck_assert_int_lt(upgrade_state_read(p[0], buf, sizeof(buf)), 0);
+	ck_assert_int_eq(close(p[0]), 0);
+	ck_assert_int_eq(close(p[1]), 0);
+}
+END_TEST
+
 Suite *upgrade_suite(void)
 {
 	Suite *s = suite_create("upgrade");
@@ -132,6 +156,7 @@ Suite *upgrade_suite(void)
 	tcase_add_test(tc, another_state_version_or_garbage_is_refused);
 	tcase_add_test(tc, state_too_large_for_the_buffer_is_refused);
 	tcase_add_test(tc, sealed_memfd_reads_back_and_cannot_be_written);
+	tcase_add_test(tc, a_state_fd_that_is_not_sealed_or_not_a_memfd_is_refused);
 	suite_add_tcase(s, tc);
 	return s;
 }
