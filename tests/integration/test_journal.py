@@ -28,7 +28,9 @@ def test_journal_entries_carry_priority_and_baton_fields():
           "a native entry from another process")
     rb = by_event["reload_rolled_back"][0]
     check(rb["PRIORITY"] == "3" and rb["BATON_GENERATION"] == "3" and
-          int(rb["BATON_WORKER_PID"]) > 0 and rb["BATON_WORKER"] == "0" and
+          int(rb["BATON_WORKER_PID"]) > 0 and
+          # Either of the two broken workers may be the first to exit.
+          f"worker {rb['BATON_WORKER']} (pid {rb['BATON_WORKER_PID']})" in rb["MESSAGE"] and
           "rolled back" in rb["MESSAGE"], rb)
     ok = [e for e in by_event["generation_ready"] if e["BATON_GENERATION"] == "2"]
     check(len(ok) == 1 and ok[0]["PRIORITY"] == "5" and "reload done" in ok[0]["MESSAGE"], ok)
