@@ -2,7 +2,9 @@
 /* cleanup.h - scope-bound ownership: _cleanup_ helpers, TAKE_FD() and TAKE_PTR(). */
 #pragma once
 
+#include <dirent.h>
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -32,6 +34,24 @@ static inline void freep(void *p)
 	int saved = errno;
 	free(*(void **)p);
 	errno = saved;
+}
+
+static inline void fclosep(FILE **f)
+{
+	if (*f) {
+		int saved = errno;
+		(void)fclose(*f);
+		errno = saved;
+	}
+}
+
+static inline void closedirp(DIR **d)
+{
+	if (*d) {
+		int saved = errno;
+		(void)closedir(*d);
+		errno = saved;
+	}
 }
 
 #define _cleanup_(f)	__attribute__((cleanup(f)))

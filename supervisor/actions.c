@@ -227,6 +227,8 @@ static void kill_worker_tree(struct batond *b, pid_t pid, pid_t pgid)
 	 * (its parent is the worker or another of them) and outside the group, which gets its
 	 * own kill. A number reused between the scan and the pidfd fails the check.
 	 */
+	bool group = batond_group_is_the_workers(pid, pgid);
+
 	for (size_t i = 0; i < n; i++) {
 		struct procscan_stat st;
 		bool in_tree = false;
@@ -235,16 +237,18 @@ static void kill_worker_tree(struct batond *b, pid_t pid, pid_t pgid)
 		if (tree[i] == pid)
 			continue;
 		pidfds[i] = pidfd_open(tree[i], 0);
-		if (pidfds[i] < 0 || procscan_stat(tree[i], &st) < 0 || st.pgrp == pgid) {
+		/* The group's members get the group's kill, when the group is provably ours. */
+		if (pidfds[i] < 0 || procscan_stat(tree[i], &st) < 0 ||
+		    (group && st.pgrp == pgid)) {
 			pidfds[i] = safe_close(pidfds[i]);
 			continue;
 		}
 		for (size_t j = 0; j < n && !in_tree; j++)
-			in_tree = st.ppid == tree[j];
+			in_tree = st.ppid == tree[j] || st.pgrp == pgid;
 		if (!in_tree)
 			pidfds[i] = safe_close(pidfds[i]);
 	}
-	if (batond_group_is_the_workers(pid, pgid)) {
+	if (group) {
 		r = kill(-pgid, SIGKILL);
 		if (r < 0 && errno != ESRCH)
 			log_warning_errno(-errno, "kill process group %d", pgid);
@@ -260,8 +264,8 @@ static void kill_worker_tree(struct batond *b, pid_t pid, pid_t pgid)
 		if (pidfd_send_signal(pidfds[i], SIGKILL, NULL, 0) < 0 && errno != ESRCH)
 			log_warning_errno(-errno, "kill pid %d of worker pid %d", tree[i], pid);
 		else
-			log_info("killed pid %d, of worker pid %d in another process group",
-				 tree[i], pid);
+			log_info("killed pid %d, of worker pid %d%s", tree[i], pid,
+				 group ? " in another process group" : "");
 		pidfds[i] = safe_close(pidfds[i]);
 	}
 }
@@ -362,6 +366,7 @@ void batond_feed(struct batond *b, const struct rollout_event *ev)
 			run_action(b, &b->actions[i]);
 	}
 	b->feeding = false;
+	adopt_record_write(b);
 }
 
 void batond_feed_simple(struct batond *b, enum rollout_event_type type, bool force)

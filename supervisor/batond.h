@@ -55,6 +55,7 @@ struct worker_extra {
 	 */
 	sd_event_source *main_source;
 	pid_t main_pid;
+	int adopted_pidfd; /* adopt.c: a worker of a batond that died, pinned; watched in run() */
 };
 
 /* Stage 2 of a two-stage close on the way: listeners watched until nothing waits (stop.c). */
@@ -125,6 +126,12 @@ struct batond {
 	char preflight_answer[64];
 	size_t preflight_len;
 
+	/* adopt.c: the record of the workers, for a batond that takes them over after a crash. */
+	char record_path[128]; /* "": none (--no-control) */
+	bool record_written, record_failed;
+	uint64_t record_signature; /* of what the last write recorded */
+	bool recovered;		   /* this batond took over the workers of one that died */
+
 	/* commands.c: the control socket and what status says about reloads; the fd socket. */
 	struct control *control;
 	char control_path[108];
@@ -192,6 +199,9 @@ void events_close(struct batond *b);
  */
 int events_watch_main(struct batond *b, struct worker_extra *x, pid_t pid, pid_t ancestor);
 
+/* Watches pidfd (consumed, even on failure) as worker x's main process pid. Returns 0 or -errno. */
+int events_watch_pidfd(struct batond *b, struct worker_extra *x, int pidfd, pid_t pid);
+
 /* --ready listening: look at starting workers soon (after a spawn). */
 void events_ready_poll_arm(struct batond *b);
 
@@ -233,6 +243,13 @@ int upgrade_request(struct batond *b);
  */
 int upgrade_take_over(struct batond *b);
 
+/*
+ * Takes listener fd (consumed) under name: the configured listener of that name that has no fd
+ * yet, or a new one. Returns 0 or a negative errno, logged.
+ */
+int upgrade_take_listener(struct batond *b, int fd, const char *name, bool owns_path, dev_t dev,
+			  ino_t ino);
+
 /* In run(), once the loop exists: the taken-over channels become channels again. */
 void upgrade_adopt_channels(struct batond *b);
 
@@ -243,6 +260,28 @@ void upgrade_close(struct batond *b);
 
 /* The number of this image's first event: where the previous image stopped, or 1. */
 uint64_t upgrade_event_seq(void);
+
+/* adopt.c */
+
+/* The record's path for configuration c: CONTROL.record. Returns 0 or -ENOENT / -errno. */
+int adopt_record_path(const struct config *c, char *ret, size_t size);
+
+/* Rewrites the record if the workers or listeners changed since the last write (atomic). */
+void adopt_record_write(struct batond *b);
+
+/* Removes the record (a clean exit: no worker is left to take over). */
+void adopt_record_remove(struct batond *b);
+
+/*
+ * Before anything is bound: if the record of a batond that died names workers still alive
+ * (checked: start time, generation and index in their environment; pinned by pidfd), takes
+ * their listeners with pidfd_getfd() and adopts them. Returns 1 (taken over), 0 (nothing to
+ * take), or a negative errno after logging what was found and what the operator must do.
+ */
+int adopt_take_over(struct batond *b);
+
+/* In run(): the adopted workers' exits are watched through their pidfds. */
+void adopt_watch(struct batond *b);
 
 /* status.c */
 

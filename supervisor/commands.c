@@ -258,6 +258,7 @@ void commands_on_report(struct batond *b, const struct rollout_action *a, const 
 
 void batond_listeners_changed(struct batond *b)
 {
+	adopt_record_write(b);
 	for (unsigned i = 0; b->extra && i < ROLLOUT_MAX_RECORDS; i++)
 		if (b->extra[i].ch)
 			channel_set_listeners(b->extra[i].ch, b->cfg.listeners, b->cfg.n_listeners);

@@ -204,19 +204,12 @@ static int on_main_exit(sd_event_source *s, int fd, uint32_t revents, void *user
 	return 0;
 }
 
-int events_watch_main(struct batond *b, struct worker_extra *x, pid_t pid, pid_t ancestor)
+int events_watch_pidfd(struct batond *b, struct worker_extra *x, int pidfd_in, pid_t pid)
 {
-	_cleanup_close_ int pidfd = -1;
+	_cleanup_close_ int pidfd = pidfd_in;
 	sd_event_source *src = NULL;
 	int r;
 
-	/* Pinned first, checked after: the check is then about the process the pidfd holds. */
-	pidfd = pidfd_open(pid, 0);
-	if (pidfd < 0)
-		return -errno;
-	r = procscan_is_descendant(pid, ancestor);
-	if (r <= 0)
-		return r;
 	r = sd_event_add_io(b->event, &src, pidfd, EPOLLIN, on_main_exit, x);
 	if (r >= 0)
 		r = sd_event_source_set_io_fd_own(src, true);
@@ -228,7 +221,23 @@ int events_watch_main(struct batond *b, struct worker_extra *x, pid_t pid, pid_t
 	x->main_source = sd_event_source_disable_unref(x->main_source);
 	x->main_source = src;
 	x->main_pid = pid;
-	return 1;
+	return 0;
+}
+
+int events_watch_main(struct batond *b, struct worker_extra *x, pid_t pid, pid_t ancestor)
+{
+	_cleanup_close_ int pidfd = -1;
+	int r;
+
+	/* Pinned first, checked after: the check is then about the process the pidfd holds. */
+	pidfd = pidfd_open(pid, 0);
+	if (pidfd < 0)
+		return -errno;
+	r = procscan_is_descendant(pid, ancestor);
+	if (r <= 0)
+		return r;
+	r = events_watch_pidfd(b, x, TAKE_FD(pidfd), pid);
+	return r < 0 ? r : 1;
 }
 
 /*

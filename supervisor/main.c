@@ -218,18 +218,23 @@ static int run(struct batond *b)
 		b->pid_file_written = true;
 	}
 	log_info("batond %d%s: %u worker%s of %s, notify socket %s", (int)getpid(),
-		 b->adopted ? " (upgraded)" : "", b->cfg.rollout.n_workers,
-		 b->cfg.rollout.n_workers == 1 ? "" : "s", b->cfg.exec_path, b->notify_address);
+		 b->adopted	? " (upgraded)"
+		 : b->recovered ? " (took over)"
+				: "",
+		 b->cfg.rollout.n_workers, b->cfg.rollout.n_workers == 1 ? "" : "s",
+		 b->cfg.exec_path, b->notify_address);
 	upgrade_adopt_channels(b);
 	if (b->handoff) {
 		/* Adopted without their state: replace them with a generation of our own at once. */
 		batond_feed_simple(b, ROLLOUT_TIMER, false);
 		batond_feed_simple(b, ROLLOUT_RELOAD, false);
-	} else if (b->adopted) {
+	} else if (b->adopted || b->recovered) {
 		/* Arms the deadlines the workers brought along; the reaper catches up on exits. */
+		adopt_watch(b);
 		batond_feed_simple(b, ROLLOUT_TIMER, false);
-		sysd_notify("MAINPID=%d\nREADY=1\nSTATUS=generation %u: serving; upgraded",
-			    (int)getpid(), rollout_serving_gen(b->rollout));
+		sysd_notify("MAINPID=%d\nREADY=1\nSTATUS=generation %u: serving; %s", (int)getpid(),
+			    rollout_serving_gen(b->rollout),
+			    b->adopted ? "upgraded" : "took over after a crash");
 	} else {
 		batond_feed_simple(b, ROLLOUT_START, false);
 	}
@@ -255,6 +260,8 @@ static void batond_done(struct batond *b)
 		listener_close(&b->cfg.listeners[i]);
 	if (b->pid_file_written)
 		(void)unlink(b->cfg.pid_file);
+	/* Every worker is gone (or was killed): nothing is left to take over. */
+	adopt_record_remove(b);
 	events_close(b);
 	stop_close(b);
 	b->events = eventlog_free(b->events);
@@ -306,6 +313,14 @@ int main(int argc, char **argv)
 		upgrade_fall_back(&b);
 		batond_done(&b);
 		return 1;
+	}
+	/* A batond that died may have left its workers serving: take them over, not the port. */
+	if (r == 0) {
+		r = adopt_take_over(&b);
+		if (r < 0) {
+			batond_done(&b);
+			return 1;
+		}
 	}
 	r = sysd_inherit(&b.cfg);
 	if (r < 0) {

@@ -20,18 +20,6 @@
 
 #define LISTENING_MAX_POLLFDS 4096 /* pollfds read from a process blocked in poll() */
 
-static void closedirp(DIR **d)
-{
-	if (*d)
-		(void)closedir(*d);
-}
-
-static void fclosep(FILE **f)
-{
-	if (*f)
-		(void)fclose(*f);
-}
-
 static bool inode_wanted(ino_t ino, const ino_t *inodes, size_t n)
 {
 	for (size_t i = 0; i < n; i++)

@@ -431,9 +431,8 @@ void upgrade_fall_back(struct batond *b)
 	log_error_errno(-errno, "upgrade: exec the previous image");
 }
 
-/* Takes an inherited listener fd under name: the configured one of that name, or a new one. */
-static int take_listener(struct batond *b, int fd, const char *name, bool owns_path, dev_t dev,
-			 ino_t ino)
+int upgrade_take_listener(struct batond *b, int fd, const char *name, bool owns_path, dev_t dev,
+			  ino_t ino)
 {
 	struct listener got, *l = NULL;
 	int r;
@@ -441,7 +440,7 @@ static int take_listener(struct batond *b, int fd, const char *name, bool owns_p
 	(void)fd_set_cloexec(fd, true);
 	r = listener_from_fd(fd, name, &got);
 	if (r < 0)
-		return log_error_errno(r, "upgrade: listener %s (fd %d)", name, fd);
+		return log_error_errno(r, "take over listener %s (fd %d)", name, fd);
 	got.inherited = false;
 	got.owns_path = owns_path;
 	got.path_dev = dev;
@@ -452,7 +451,7 @@ static int take_listener(struct batond *b, int fd, const char *name, bool owns_p
 	if (!l) {
 		/* Inherited from systemd, or added with batonctl listen: keep handing it on. */
 		if (b->cfg.n_listeners >= CONFIG_MAX_LISTENERS)
-			return log_error_errno(-E2BIG, "upgrade: listener %s (fd %d)", name, fd);
+			return log_error_errno(-E2BIG, "take over listener %s (fd %d)", name, fd);
 		l = &b->cfg.listeners[b->cfg.n_listeners++];
 	}
 	*l = got;
@@ -502,7 +501,7 @@ static int take_over_minimal(struct batond *b)
 
 		if (sscanf(p, "%d:%255[^,]%n", &fd, name, &len) != 2 || fd < 0)
 			return log_error_errno(-EBADMSG, "upgrade: BATON_HANDOFF_LISTENERS");
-		r = take_listener(b, fd, name, false, 0, 0);
+		r = upgrade_take_listener(b, fd, name, false, 0, 0);
 		if (r < 0)
 			return r;
 		p += len;
@@ -576,7 +575,8 @@ int upgrade_take_over(struct batond *b)
 	for (size_t i = 0; i < st->n_listeners; i++) {
 		const struct upgrade_listener *u = &st->listeners[i];
 
-		r = take_listener(b, u->fd, u->name, u->owns_path, u->path_dev, u->path_ino);
+		r = upgrade_take_listener(b, u->fd, u->name, u->owns_path, u->path_dev,
+					  u->path_ino);
 		if (r < 0)
 			return r;
 	}

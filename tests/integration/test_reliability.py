@@ -12,9 +12,11 @@ import sys
 import tempfile
 import time
 
-from harness import Batond, Load, bin_path, check, target_of, wait_for
+from harness import (Batond, Load, alive, bin_path, check, http_get, outcome, queue_clients,
+                     reload_and_wait, target_of, wait_for)
 
 HTTPD = bin_path("example-httpd")
+QUEUED = 20  # clients in the accept queue when batond is killed
 PAUSE_SEC = 5  # batond stopped this long: far more STATUS lines than its queue holds (10)
 
 
@@ -151,3 +153,116 @@ def test_a_main_process_reaped_by_its_parent_counts_as_the_workers_exit():
             check(b.wait_exit() == 0, "batond did not exit 0")
         finally:
             b.cleanup()
+
+
+def status_pids(sock):
+    out = subprocess.run([bin_path("batonctl"), "-q", "-c", sock, "status", "--json"],
+                         capture_output=True, text=True, timeout=30)
+    check(out.returncode == 0, f"batonctl status: {out.stderr}")
+    s = __import__("json").loads(out.stdout)
+    return {w["pid"] for g in s["generations"] for w in g["workers"]}, s
+
+
+def test_a_batond_killed_with_sigkill_is_replaced_by_one_that_takes_over_its_workers():
+    with tempfile.TemporaryDirectory() as d:
+        sock = os.path.join(d, "ctl.sock")
+        args = ["-c", sock, "-l", "127.0.0.1:0", "-n", "2", "--drain-timeout", "20s"]
+        b1 = Batond(args, [HTTPD])
+        b2 = None
+        try:
+            addr = b1.address()
+            b1.wait_log(r"generation 1: 2/2 workers ready")
+            old = set(b1.workers())
+            load = Load(target_of(addr), duration="60s", threads=4)
+            try:
+                wait_for(lambda: http_get(addr) is not None, "a first reply under load")
+                b1.proc.kill()
+                b1.proc.wait()
+                check(all(alive(p) for p in old), "the workers died with batond")
+                # Clients that queue while no batond runs: the workers are stopped (after the
+                # kill: a group orphaned with a stopped member gets SIGHUP from the kernel).
+                for p in old:
+                    os.kill(p, signal.SIGSTOP)
+                queued = queue_clients([addr], QUEUED)
+                b2 = Batond(args, [HTTPD])
+                b2.remember(old)
+                b2.wait_log(r"took over 2 workers of batond pid \d+")
+                b2.wait_log(r"batond \d+ \(took over\)")
+                for p in old:
+                    os.kill(p, signal.SIGCONT)
+                results = [outcome(c, status=b"HTTP/1.1 200") for c in queued]
+                check(results.count("ok") == QUEUED, f"queued at the kill: {results}")
+                pids, s = status_pids(sock)
+                check(pids == old and s["serving_generation"] == 1,
+                      f"serving {pids} (generation {s['serving_generation']}), not {old}")
+                check(all(alive(p) for p in old), "an adopted worker was restarted")
+                # The next reload replaces them, through their pidfds.
+                check(reload_and_wait(b2, 2) == "done", f"reload:\n{b2.log()}")
+                wait_for(lambda: not any(alive(p) for p in old), "the adopted workers to exit")
+                new = set(b2.workers())
+                check(len(new) == 2 and not (new & old), f"old {old} new {new}")
+                res = load.finish()
+            finally:
+                load.kill()
+            check(res["ok"] > 0 and res["failed"] == 0,
+                  f"{res['failed']} failed across the kill, the takeover and a reload: {res}")
+            b2.signal(signal.SIGTERM)
+            check(b2.wait_exit() == 0, "batond did not exit 0")
+            check(not os.path.exists(sock + ".record"), "the record outlived a clean stop")
+        finally:
+            b1.cleanup()
+            if b2:
+                b2.cleanup()
+
+
+def test_a_record_whose_workers_are_gone_is_ignored():
+    with tempfile.TemporaryDirectory() as d:
+        sock = os.path.join(d, "ctl.sock")
+        args = ["-c", sock, "-l", "127.0.0.1:0"]
+        b1 = Batond(args, [HTTPD])
+        try:
+            b1.wait_log(r"generation 1: 1/1 workers ready")
+            old = b1.workers()
+            b1.proc.kill()
+            b1.proc.wait()
+            for p in old:
+                os.kill(p, signal.SIGKILL)
+            wait_for(lambda: not any(alive(p) for p in old), "the workers to die")
+        finally:
+            b1.cleanup()
+        b2 = Batond(args, [HTTPD])
+        try:
+            b2.wait_log(r"no worker of the batond before \(pid \d+\) is left")
+            b2.wait_log(r"generation 1: 1/1 workers ready")
+        finally:
+            b2.cleanup()
+
+
+def test_a_batond_of_an_ordinary_user_takes_over_the_workers_of_its_predecessor():
+    # pidfd_getfd() needs ptrace access: the same user suffices here (no YAMA restriction).
+    with tempfile.TemporaryDirectory() as d:
+        os.chmod(d, 0o777)
+        sock = os.path.join(d, "ctl.sock")
+        args = ["-c", sock, "-l", "127.0.0.1:0", "-n", "2"]
+        nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+        b1 = Batond(args, [HTTPD], prefix=nobody)
+        b2 = None
+        try:
+            addr = b1.address()
+            b1.wait_log(r"generation 1: 2/2 workers ready")
+            old = set(b1.workers())
+            b1.proc.kill()
+            b1.proc.wait()
+            b2 = Batond(args, [HTTPD], prefix=nobody)
+            b2.remember(old)
+            b2.wait_log(r"took over 2 workers of batond pid \d+")
+            b2.wait_log(r"batond \d+ \(took over\)")
+            check(all(alive(p) for p in old), "an adopted worker was restarted")
+            http_get(addr)  # still served: it raises on anything but an HTTP reply
+            b2.signal(signal.SIGTERM)
+            check(b2.wait_exit() == 0, "batond did not exit 0")
+            check(not any(alive(p) for p in old), "adopted workers outlived the stop")
+        finally:
+            b1.cleanup()
+            if b2:
+                b2.cleanup()
