@@ -8,6 +8,9 @@ BINDIR	?= $(PREFIX)/bin
 MANDIR	?= $(PREFIX)/share/man
 LIBDIR	?= $(PREFIX)/lib
 INCLUDEDIR ?= $(PREFIX)/include
+# systemd looks for units in /usr/local/lib/systemd/system too: the shipped ones work as installed.
+UNITDIR	?= $(PREFIX)/lib/systemd/system
+EXAMPLEDIR ?= $(PREFIX)/share/doc/baton/examples
 
 CC	?= gcc
 PKG_CONFIG ?= pkg-config
@@ -56,7 +59,7 @@ all: programs
 # A fresh Debian machine needs nothing but these targets: missing packages are installed first.
 deps:
 	@{ $(PKG_CONFIG) --exists libsystemd check && command -v clang-format-14 && \
-	   command -v $(PYTHON) && command -v $(CC) && command -v nginx && \
+	   command -v $(PYTHON) && command -v $(CC) && command -v nginx && command -v systemd-nspawn && \
 	   command -v lighttpd && command -v gunicorn && command -v prometheus && command -v curl && \
 	   command -v clang-14; } >/dev/null 2>&1 || scripts/install-deps
 
@@ -107,6 +110,10 @@ $(BUILD)/baton-h-c99.o: worker/baton.h
 # SANITIZE=1 the installed library is instrumented, so hello links the sanitizer runtime too.
 STAGE		:= $(abspath $(BUILD)/stage)
 STAGE_PC	= PKG_CONFIG_PATH=$(STAGE)$(LIBDIR)/pkgconfig PKG_CONFIG_SYSROOT_DIR=$(STAGE) $(PKG_CONFIG)
+# make install builds baton-hello (the server the shipped unit runs) the same way, against the
+# libbaton it has just installed; without an rpath, as a user would: the loader's path has $(LIBDIR)
+# once ldconfig has run (make install runs it when it installs as root without DESTDIR).
+DEST_PC		= PKG_CONFIG_PATH=$(DESTDIR)$(LIBDIR)/pkgconfig PKG_CONFIG_SYSROOT_DIR=$(DESTDIR) $(PKG_CONFIG)
 
 $(BUILD)/hello: worker/examples/hello.c worker/libbaton.pc.in worker/baton.h $(PROGRAMS)
 	rm -rf $(STAGE)
@@ -242,6 +249,16 @@ install: programs
 	sed -e 's|@PREFIX@|$(PREFIX)|; s|@LIBDIR@|$(LIBDIR)|; s|@INCLUDEDIR@|$(INCLUDEDIR)|' \
 	    -e 's|@VERSION@|$(VERSION)|' worker/libbaton.pc.in > $(DESTDIR)$(LIBDIR)/pkgconfig/libbaton.pc
 	install -m 0644 docs/baton.3 $(DESTDIR)$(MANDIR)/man3/baton.3
+	install -d $(DESTDIR)$(UNITDIR) $(DESTDIR)$(EXAMPLEDIR)
+	for u in batond@.service batond@.socket; do \
+		sed 's|/usr/local/bin/|$(BINDIR)/|g' docs/systemd/$$u > $(DESTDIR)$(UNITDIR)/$$u; \
+	done
+	install -m 0644 worker/examples/hello.c $(DESTDIR)$(EXAMPLEDIR)/hello.c
+	$(CC) $(CFLAGS) $(SAN) -std=c99 -pedantic-errors -Wall -Wextra -Werror \
+		$$($(DEST_PC) --cflags libbaton) worker/examples/hello.c $$($(DEST_PC) --libs libbaton) \
+		-o $(DESTDIR)$(BINDIR)/baton-hello
+	@if [ -z "$(DESTDIR)" ] && [ "$$(id -u)" = 0 ] && command -v ldconfig >/dev/null; then \
+		ldconfig; fi
 
 uninstall:
 	rm -f $(DESTDIR)$(BINDIR)/batond $(DESTDIR)$(MANDIR)/man8/batond.8 \
@@ -251,7 +268,9 @@ uninstall:
 	      $(DESTDIR)$(LIBDIR)/libbaton.so $(DESTDIR)$(LIBDIR)/libbaton.a \
 	      $(DESTDIR)$(LIBDIR)/pkgconfig/libbaton.pc $(DESTDIR)$(INCLUDEDIR)/baton.h \
 	      $(DESTDIR)$(MANDIR)/man3/baton.3
-	-rmdir $(DESTDIR)$(PREFIX)/lib/baton 2>/dev/null
+	rm -f $(DESTDIR)$(BINDIR)/baton-hello $(DESTDIR)$(EXAMPLEDIR)/hello.c \
+	      $(DESTDIR)$(UNITDIR)/batond@.service $(DESTDIR)$(UNITDIR)/batond@.socket
+	-rmdir $(DESTDIR)$(PREFIX)/lib/baton $(DESTDIR)$(EXAMPLEDIR) 2>/dev/null
 
 clean:
 	rm -rf build

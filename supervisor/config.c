@@ -655,8 +655,13 @@ int config_parse(int argc, char **argv, struct config *c)
 	}
 
 	/* What options say together, each problem reported. */
-	/* Sockets from systemd (LISTEN_FDS) may be all there is; sysd_inherit() takes them. */
-	if (c->n_listeners == 0 && !getenv("LISTEN_FDS"))
+	/*
+	 * Sockets from systemd (LISTEN_FDS) may be all there is; sysd_inherit() takes them. They
+	 * are not in the environment any more when batond upgrades itself: the preflight and the
+	 * new image take them from the running batond, whose command line may have no --listen.
+	 */
+	if (c->n_listeners == 0 && !getenv("LISTEN_FDS") && !upgrade_check &&
+	    !getenv(UPGRADE_ENV_STATE) && !getenv("BATON_HANDOFF_LISTENERS"))
 		count_problem(usage_error("no listener: give at least one --listen ADDRESS"),
 			      &problems, &first_error);
 	if (!c->pass)

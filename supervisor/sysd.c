@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <systemd/sd-daemon.h>
@@ -35,9 +36,27 @@ static struct listener *match(struct config *c, size_t n_configured, const struc
 	return NULL;
 }
 
+/*
+ * The earlier inherited fd (index below i, not itself a duplicate) that is the same socket as
+ * fd i, or -1. Same device and inode is the same socket: a duplicated fd, not a copy.
+ */
+static int same_socket_as(int i, const bool *duplicate)
+{
+	struct stat st, other;
+
+	if (fstat(SD_LISTEN_FDS_START + i, &st) < 0)
+		return -1;
+	for (int j = 0; j < i; j++)
+		if (!duplicate[j] && fstat(SD_LISTEN_FDS_START + j, &other) == 0 &&
+		    other.st_dev == st.st_dev && other.st_ino == st.st_ino)
+			return j;
+	return -1;
+}
+
 int sysd_inherit(struct config *c)
 {
 	_cleanup_(strv_freep) char **names = NULL;
+	_cleanup_free_ bool *duplicate = NULL;
 	size_t n_configured = c->n_listeners;
 	int n, r;
 
@@ -45,11 +64,31 @@ int sysd_inherit(struct config *c)
 	n = sd_listen_fds_with_names(1, &names);
 	if (n < 0)
 		return log_error_errno(n, "read LISTEN_FDS");
+	if (n == 0)
+		return 0;
+	duplicate = calloc((size_t)n, sizeof(*duplicate));
+	if (!duplicate) {
+		r = log_error_errno(-ENOMEM, "inherit %d sockets", n);
+		goto fail;
+	}
 	for (int i = 0; i < n; i++) {
 		int fd = SD_LISTEN_FDS_START + i;
 		const char *name = names && names[i] ? names[i] : "unknown";
 		struct listener in, *l;
+		int same = same_socket_as(i, duplicate);
 
+		/*
+		 * systemd passes a socket once per holder: a .socket unit and the fd store both
+		 * hold the listener after a restart (LISTEN_FDNAMES=web:web). One socket is one
+		 * listener; the copy is closed once every fd has been looked at.
+		 */
+		if (same >= 0) {
+			duplicate[i] = true;
+			log_info("inherited fd %d (%s): the same socket as fd %d (%s); closing it",
+				 fd, name, SD_LISTEN_FDS_START + same,
+				 names && names[same] ? names[same] : "unknown");
+			continue;
+		}
 		r = listener_from_fd(fd, name, &in);
 		if (r < 0) {
 			log_error_errno(r,
@@ -81,6 +120,9 @@ int sysd_inherit(struct config *c)
 		c->listeners[c->n_listeners++] = in;
 		log_info("listening on %s (%s): inherited from systemd", in.spec, in.name);
 	}
+	for (int i = 0; i < n; i++)
+		if (duplicate[i])
+			(void)close(SD_LISTEN_FDS_START + i);
 	return n;
 fail:
 	/* Nothing of what systemd passed may leak into workers or stay half-used. */

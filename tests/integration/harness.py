@@ -304,9 +304,11 @@ def target_of(spec):
 class Load:
     """A bounded loadgen run in the background."""
 
-    def __init__(self, target, duration="10s", threads=4, extra=()):
+    def __init__(self, target, duration="10s", threads=4, extra=(), prefix=()):
+        # prefix: a launcher that execs loadgen in place, e.g. nsenter into a network namespace.
         self.proc = subprocess.Popen(
-            [bin_path("loadgen"), "-t", str(threads), "-d", duration, "--quiet", *extra, target],
+            [*prefix, bin_path("loadgen"), "-t", str(threads), "-d", duration, "--quiet", *extra,
+             target],
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
     def result(self, timeout=DEADLINE * 2):

@@ -14,7 +14,8 @@ import tempfile
 import threading
 
 from harness import (TINY, Batond, Load, TestFailure, alive, bin_path, broken_while, check,
-                     free_port, outcome, queue_clients, serving_pid, target_of, wait_for)
+                     free_port, outcome, queue_clients, serving_pid, socket_inodes, target_of,
+                     wait_for)
 
 HTTPD = bin_path("example-httpd")
 SOCKET_ACTIVATE = "/usr/bin/systemd-socket-activate"
@@ -262,12 +263,48 @@ def test_unit_file_examples_pass_systemd_analyze_verify():
                 text = f.read()
             # verify checks that ExecStart= exists: point it at the build tree.
             text = text.replace("/usr/local/bin/batond", bin_path("batond"))
-            text = text.replace("/usr/local/bin/example-httpd", bin_path("example-httpd"))
+            text = text.replace("/usr/local/bin/baton-hello", bin_path("hello"))
+            text = text.replace("/usr/local/bin/batonctl", bin_path("batonctl"))
             with open(os.path.join(d, name), "w") as f:
                 f.write(text)
         p = subprocess.run(["systemd-analyze", "verify", "--man=no",
-                            os.path.join(d, "batond@demo.service"),
-                            os.path.join(d, "batond@demo.socket")],
+                            os.path.join(d, "batond@8080.service"),
+                            os.path.join(d, "batond@8080.socket")],
                            capture_output=True, text=True, timeout=60)
         ours = [l for l in (p.stdout + p.stderr).splitlines() if "batond@" in l]
         check(p.returncode == 0 and not ours, f"verify: rc {p.returncode}: {ours}")
+
+
+def test_socket_passed_by_the_socket_unit_and_the_fd_store_is_kept_once():
+    """systemd passes a listener twice after a restart when both a .socket unit and the fd
+    store hold it (LISTEN_FDS=2, LISTEN_FDNAMES=web:web): batond keeps one and closes the
+    other, and a worker sees the listener once."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen(64)
+    port = s.getsockname()[1]
+    dup = os.dup(s.fileno())
+    b = None
+    try:
+        b = start_with_fds([("web", s.fileno()), ("web", dup)],
+                           ["-l", f"web=127.0.0.1:{port}", "-n", "2"], [HTTPD], env={})
+        b.wait_log(r"generation 1: 2/2 workers ready")
+        check(b.count(r"listening on .*\(web\): inherited from systemd") == 1,
+              f"the listener was taken more than once:\n{b.log()}")
+        b.wait_log(r"inherited fd 4 \(web\): the same socket as fd 3 \(web\); closing it")
+        inode = os.fstat(s.fileno()).st_ino
+        held = [fd for fd, ino in socket_inodes(b.pid).items() if ino == inode]
+        check(len(held) == 1, f"batond holds the listener at fds {held}")
+        for w in b.workers():
+            with open(f"/proc/{w}/environ", "rb") as f:
+                env = f.read().split(b"\0")
+            check(b"LISTEN_FDS=1" in env and b"LISTEN_FDNAMES=web" in env,
+                  f"worker {w}: {[e for e in env if e.startswith(b'LISTEN_')]}")
+            held = [fd for fd, ino in socket_inodes(w).items() if ino == inode]
+            check(held == [3], f"worker {w} holds the listener at fds {held}")
+        check(serving_pid(f"tcp://127.0.0.1:{port}") in b.workers(), "not served")
+    finally:
+        if b:
+            b.cleanup()
+        os.close(dup)
+        s.close()
