@@ -93,7 +93,7 @@ void config_help(FILE *f)
 		"  -h, --help                   show this help and exit\n"
 		"  -V, --version                show the version and exit\n"
 		"\n"
-		"Durations take a unit: 500ms, 30s, 2m (us, ms, s, m, h; none means seconds).\n"
+		"Durations take a unit: 500ms, 1.5s, 2m (us, ms, s, m, h; none means seconds).\n"
 		"Signals: SIGHUP rolls out a new generation; SIGTERM or SIGINT drains every "
 		"worker,\n"
 		"closes the listeners and exits 0 (a second one kills the workers at once).\n"
@@ -328,7 +328,7 @@ static int duration_option(const char *name, const char *arg, uint64_t *ret)
 {
 	if (duration_parse(arg, ret) < 0)
 		return usage_error(
-			"invalid --%s '%s': expected a duration such as 500ms, 30s or 2m", name,
+			"invalid --%s '%s': expected a duration such as 500ms, 1.5s or 2m", name,
 			arg);
 	return 0;
 }

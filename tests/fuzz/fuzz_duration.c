@@ -14,8 +14,9 @@
 #define TEXT_MAX 64 /* bytes of one input read as a duration; more only repeats digits */
 
 /*
- * The grammar, written again in the plainest way: digits, then nothing or one of the units.
- * Returns 0, -EINVAL or -ERANGE as duration_parse() must.
+ * The grammar, written again in the plainest way: digits, an optional point with 1 to 9 digits,
+ * then nothing or one of the units; a fraction must come to whole microseconds. Exact arithmetic
+ * in 128 bits. Returns 0, -EINVAL or -ERANGE as duration_parse() must.
  */
 static int reference_parse(const char *s, uint64_t *ret)
 {
@@ -30,29 +31,43 @@ static int reference_parse(const char *s, uint64_t *ret)
 		{ "h", UINT64_C(3600000000) },
 		{ "", 1000000 },
 	};
-	size_t digits = strspn(s, "0123456789");
-	unsigned __int128 n = 0;
-	bool overflow = false;
+	size_t digits = strspn(s, "0123456789"), frac_digits = 0;
+	unsigned __int128 n = 0, frac = 0, den = 1;
+	const char *unit;
 
 	if (digits == 0)
 		return -EINVAL;
 	for (size_t i = 0; i < digits; i++) {
 		n = n * 10 + (unsigned)(s[i] - '0');
-		if (n > UINT64_MAX) {
-			overflow = true;
-			n = UINT64_MAX; /* keep going: a bad unit after it still says ERANGE */
+		/* Too many digits is found before anything after them is looked at. */
+		if (n > UINT64_MAX)
+			return -ERANGE;
+	}
+	unit = s + digits;
+	if (*unit == '.') {
+		frac_digits = strspn(unit + 1, "0123456789");
+		if (frac_digits == 0 || frac_digits > 9)
+			return -EINVAL;
+		for (size_t i = 0; i < frac_digits; i++) {
+			frac = frac * 10 + (unsigned)(unit[1 + i] - '0');
+			den *= 10;
 		}
+		unit += 1 + frac_digits;
 	}
 	for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
-		if (strcmp(s + digits, units[i].suffix) != 0)
+		unsigned __int128 total;
+
+		if (strcmp(unit, units[i].suffix) != 0)
 			continue;
-		if (overflow || n * units[i].usec > UINT64_MAX)
+		if (frac * units[i].usec % den != 0)
+			return -EINVAL;
+		total = n * units[i].usec + frac * units[i].usec / den;
+		if (total > UINT64_MAX)
 			return -ERANGE;
-		*ret = (uint64_t)(n * units[i].usec);
+		*ret = (uint64_t)total;
 		return 0;
 	}
-	/* Too many digits is found before the unit is looked at. */
-	return overflow ? -ERANGE : -EINVAL;
+	return -EINVAL;
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

@@ -359,7 +359,7 @@ START_TEST(bad_values_are_refused)
 		const char *option, *value;
 		int error;
 	} cases[] = {
-		{ "--ready-timeout", "1.5s", -EINVAL },
+		{ "--ready-timeout", "1.5us", -EINVAL },
 		{ "--ready-timeout", "10x", -EINVAL },
 		{ "--drain-timeout", "-1s", -EINVAL },
 		{ "--drain-timeout", "", -EINVAL },

@@ -61,12 +61,41 @@ END_TEST
 START_TEST(malformed_durations_are_refused_with_einval)
 {
 	static const char *const bad[] = {
-		"",	"ms",	"-1s", "1.5s", "10x",  "1 s", "s1", " 1s",  "1s ", "1S",
-		"1sec", "1mss", "+1s", "1m2s", "0x10", "1\n", "us", "1ms1", "1 ",
+		"",   "ms",   "-1s",  "1,5s", "10x",   "1 s",	 "s1",	  " 1s",   "1s ",
+		"1S", "1sec", "1mss", "+1s",  "1m2s",  "0x10",	 "1\n",	  "us",	   "1ms1",
+		"1 ", "1.",   "1.s",  ".5s",  "1..5s", "1.5.5s", "1.-5s", "1. 5s", "1.5 s",
 	};
 
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
 		assert_refused(bad[i], -EINVAL);
+}
+END_TEST
+
+START_TEST(a_fraction_of_the_unit_is_accepted_when_it_is_whole_microseconds)
+{
+	assert_parses("1.5s", 1500 * DURATION_USEC_PER_MSEC);
+	assert_parses("5.0s", 5 * DURATION_USEC_PER_SEC);
+	assert_parses("0.25", 250 * DURATION_USEC_PER_MSEC);
+	assert_parses("2.5ms", 2500);
+	assert_parses("0.1m", 6 * DURATION_USEC_PER_SEC);
+	assert_parses("1.000001s", DURATION_USEC_PER_SEC + 1);
+	assert_parses("0.000000005h", 18); /* 3,600,000,000 us x 5e-9 */
+	assert_parses("18446744073709551.615ms", UINT64_MAX);
+}
+END_TEST
+
+START_TEST(a_fraction_finer_than_a_microsecond_or_too_long_is_refused)
+{
+	assert_refused("1.5us", -EINVAL);
+	assert_refused("0.0000001s", -EINVAL);
+	assert_refused("1.0001ms", -EINVAL);
+	/* Ten digits after the point: more than anyone writes, refused rather than rounded. */
+	assert_refused("1.0000000000s", -EINVAL);
+	/* Whole part and fraction together beyond 64 bits. */
+	assert_refused("18446744073709551615.5ms", -ERANGE);
+	assert_refused("18446744073709551615.000001s", -ERANGE);
+	assert_refused("18446744073709551.616ms", -ERANGE); /* the add, not the multiply */
+	assert_refused("0.000000001h", -EINVAL);	    /* 3.6 us */
 }
 END_TEST
 
@@ -166,6 +195,8 @@ Suite *duration_suite(void)
 	tcase_add_test(tc, the_largest_value_that_fits_is_accepted);
 	tcase_add_test(tc, malformed_durations_are_refused_with_einval);
 	tcase_add_test(tc, values_beyond_64_bits_are_refused_with_erange);
+	tcase_add_test(tc, a_fraction_of_the_unit_is_accepted_when_it_is_whole_microseconds);
+	tcase_add_test(tc, a_fraction_finer_than_a_microsecond_or_too_long_is_refused);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("format");
