@@ -50,7 +50,7 @@
 
 /* How one request ended. The order is the order of the output line. */
 enum outcome {
-	OUTCOME_OK,	 /* 200 with its whole body */
+	OUTCOME_OK,	 /* 200 with its whole body (Content-Length, or up to the server's close) */
 	OUTCOME_REFUSED, /* ECONNREFUSED; ENOENT for a Unix socket path */
 	OUTCOME_RESET,	 /* ECONNRESET or EPIPE on a write or a read */
 	OUTCOME_TIMEOUT, /* connect or reply took longer than --timeout */
@@ -441,9 +441,11 @@ static int response_read(int fd, uint64_t deadline_usec, struct response *ret, s
 			r = head_parse(buf, head_len, &status, &close, &body_len);
 			if (r < 0)
 				return r;
-			/* A body framed by EOF only works if the server closes. */
-			if (body_len == UINT64_MAX && !close)
-				return -EBADMSG;
+			/*
+			 * No Content-Length (and no chunking, refused above): the body is whatever
+			 * comes before the server closes (RFC 9112 section 6.3, rule 8), with or
+			 * without "Connection: close".
+			 */
 			head_done = true;
 			body_have = len - head_len;
 			if (body_len != UINT64_MAX && body_have > body_len)
@@ -548,14 +550,15 @@ static void worker_add_sample(struct worker *w, uint64_t start_usec, uint64_t la
 
 /*
  * Runs one request, connecting first unless a kept-alive connection exists. Latency runs from the
- * first connect or send to the last byte of the reply, and includes a retry.
+ * first connect or send to the last byte of the reply, and includes a retry; so does --timeout.
  */
 static enum outcome worker_request(struct worker *w, uint64_t start_usec)
 {
 	const struct config *cfg = w->run->cfg;
+	/* One deadline for the whole request, the retry included: --timeout is what a user waits. */
+	uint64_t deadline = start_usec + cfg->timeout_usec;
 
 	for (unsigned attempt = 0;; attempt++) {
-		uint64_t deadline = now_usec() + cfg->timeout_usec;
 		bool reused = w->fd >= 0;
 		struct response resp;
 		size_t nread;
@@ -815,11 +818,12 @@ static void help(void)
 	       "Options:\n"
 	       "  -t, --threads N     concurrent connections, one per thread (default %d, at most "
 	       "%d)\n"
-	       "  -d, --duration DUR  run for DUR: 500ms, 10s, 2m (default %s)\n"
+	       "  -d, --duration DUR  run for DUR: 500ms, 1.5s, 2m (default %s)\n"
 	       "  -n, --requests N    stop after N requests in total, if that comes first\n"
 	       "  -k, --keep-alive    reuse connections (default: one connection per request)\n"
 	       "      --path PATH     request PATH (default /)\n"
-	       "      --timeout DUR   per request, connect to last byte (default %s)\n"
+	       "      --timeout DUR   per request, connect to last byte, a retry included\n"
+	       "                      (default %s)\n"
 	       "      --timeline FILE write \"t_usec latency_usec\" per successful request, by "
 	       "start\n"
 	       "      --quiet         no summary on stderr\n"
