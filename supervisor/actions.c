@@ -149,9 +149,17 @@ static void run_spawn(struct batond *b, const struct rollout_action *a)
 	if (a->worker < ROLLOUT_MAX_RECORDS) {
 		struct worker_extra *x = &b->extra[a->worker];
 
+		struct procscan_stat st = { .start_time = 0 };
+
 		worker_extra_release(x);
+		/* Read once, for the record a batond taking over after a crash checks it by. */
+		(void)procscan_stat(pid, &st);
 		*x = (struct worker_extra){
-			.b = b, .id = a->worker, .pid = pid, .adopted_channel_fd = -1
+			.b = b,
+			.id = a->worker,
+			.pid = pid,
+			.adopted_channel_fd = -1,
+			.start_time = st.start_time,
 		};
 		if (scm) {
 			char label[CHANNEL_LABEL_MAX];

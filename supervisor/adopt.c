@@ -83,7 +83,34 @@ static uint64_t record_signature(const struct batond *b)
 	return h;
 }
 
+static void record_write_now(struct batond *b);
+
+static int on_record_defer(sd_event_source *s, void *userdata)
+{
+	(void)s;
+	record_write_now(userdata);
+	return 0;
+}
+
 void adopt_record_write(struct batond *b)
+{
+	/*
+	 * At the end of this turn of the loop, not now: a reload's spawns, readiness and exits
+	 * come in a few turns, and each write is a rename (on ext4 it starts writeback).
+	 */
+	if (!b->record_path[0] || !b->rollout)
+		return;
+	if (b->record_written && record_signature(b) == b->record_signature && !b->record_failed)
+		return;
+	if (!b->record_defer && b->event &&
+	    sd_event_add_defer(b->event, &b->record_defer, on_record_defer, b) >= 0)
+		(void)sd_event_source_set_enabled(b->record_defer, SD_EVENT_OFF);
+	if (b->record_defer && sd_event_source_set_enabled(b->record_defer, SD_EVENT_ONESHOT) >= 0)
+		return;
+	record_write_now(b); /* no loop yet (or no source): at once */
+}
+
+static void record_write_now(struct batond *b)
 {
 	_cleanup_free_ char *tmp = NULL;
 	_cleanup_close_ int fd = -1;
@@ -132,10 +159,14 @@ void adopt_record_write(struct batond *b)
 			      b->cfg.listeners[i].spec);
 	for (unsigned i = 0; rollout_worker_at(b->rollout, i); i++) {
 		const struct rollout_worker *w = rollout_worker_at(b->rollout, i);
-		struct procscan_stat st = { 0 };
+		const struct worker_extra *x = &b->extra[i];
+		struct procscan_stat st = { .start_time = x->start_time };
 		char kind = worker_kind(w->state);
 
-		if (!kind || procscan_stat(w->pid, &st) < 0)
+		if (!kind)
+			continue;
+		/* Known since the spawn; read here only for a main pid named later (MAINPID). */
+		if ((x->pid != w->pid || !st.start_time) && procscan_stat(w->pid, &st) < 0)
 			continue;
 		(void)fprintf(f, "worker %u %u %d %d %" PRIu64 " %c\n", w->gen, w->index, w->pid,
 			      w->pgid, st.start_time, kind);
@@ -157,6 +188,7 @@ void adopt_record_write(struct batond *b)
 
 void adopt_record_remove(struct batond *b)
 {
+	b->record_defer = sd_event_source_disable_unref(b->record_defer);
 	/* Only a record this batond wrote (or found dead): never a live batond's. */
 	if (b->record_path[0] && (b->record_written || b->recovered) &&
 	    unlink(b->record_path) < 0 && errno != ENOENT)
@@ -427,6 +459,7 @@ int adopt_take_over(struct batond *b)
 				.pid = w->pid,
 				.adopted_channel_fd = -1,
 				.adopted_pidfd = TAKE_FD(rw->pidfd),
+				.start_time = rw->start,
 			};
 		}
 	}

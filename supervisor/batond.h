@@ -55,7 +55,8 @@ struct worker_extra {
 	 */
 	sd_event_source *main_source;
 	pid_t main_pid;
-	int adopted_pidfd; /* adopt.c: a worker of a batond that died, pinned; watched in run() */
+	int adopted_pidfd;   /* adopt.c: a worker of a batond that died, pinned; watched in run() */
+	uint64_t start_time; /* of its process, from /proc/PID/stat (0: unknown), for the record */
 };
 
 /* Stage 2 of a two-stage close on the way: listeners watched until nothing waits (stop.c). */
@@ -129,8 +130,9 @@ struct batond {
 	/* adopt.c: the record of the workers, for a batond that takes them over after a crash. */
 	char record_path[128]; /* "": none (--no-control) */
 	bool record_written, record_failed;
-	uint64_t record_signature; /* of what the last write recorded */
-	bool recovered;		   /* this batond took over the workers of one that died */
+	uint64_t record_signature;     /* of what the last write recorded */
+	sd_event_source *record_defer; /* the write at the end of this turn of the loop */
+	bool recovered;		       /* this batond took over the workers of one that died */
 
 	/* commands.c: the control socket and what status says about reloads; the fd socket. */
 	struct control *control;
