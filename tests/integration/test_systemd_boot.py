@@ -108,6 +108,10 @@ def test_ten_reloads_under_load_fail_nothing_and_a_broken_generation_fails_the_r
             for i in range(10):
                 old = set(workers(ct))
                 ct.systemctl("reload", SERVICE)
+                # The reload returns when the new generation serves; the old one drains and
+                # exits after that, so wait for it to leave the cgroup.
+                wait_for(lambda: not (set(workers(ct)) & old),
+                         f"reload {i + 1}'s old workers to exit")
                 new = set(workers(ct))
                 check(len(new) == WORKERS and not (new & old),
                       f"reload {i + 1} did not replace the workers: old {old} new {new}")
