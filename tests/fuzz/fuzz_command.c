@@ -33,7 +33,9 @@ static void parse_line(const char *line)
 		return;
 	}
 	CHECK(cmd >= command_table && cmd < command_table + COMMAND__MAX);
-	CHECK(!arg == !cmd->arg_name && (!flag || cmd->flag_word));
+	/* An argument exactly where one is taken: positional, or the value of its flag. */
+	CHECK(!flag || cmd->flag_word);
+	CHECK(!arg == !(cmd->arg_name || (cmd->flag_arg && flag)));
 	if (arg)
 		CHECK(arg > line && arg <= line + strlen(line) && *arg != '\0');
 	CHECK(command_format(cmd, arg, flag, buf, sizeof(buf)) == 0);
@@ -55,8 +57,8 @@ static void format_request(const struct command *cmd, const char *arg, bool flag
 		return;
 	CHECK(strlen(buf) < sizeof(buf) && !strchr(buf, '\n'));
 	/*
-	 * A command without an argument takes only its flag word after a space; an argument
-	 * holds anything but a newline.
+	 * A command without an argument takes only its flag word after a space (and the flag's
+	 * value after another); an argument or a value holds anything but a newline.
 	 */
 	CHECK(command_parse(buf, &got, &got_arg, &got_flag) == 0);
 	CHECK(got == cmd && got_flag == flag);
