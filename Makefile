@@ -191,6 +191,7 @@ bench: deps
 # misaligned access traps); UBSan checks the alignment of every real access instead.
 FUZZ_CC		?= clang-14
 FUZZ_SECONDS	?= 60
+FUZZ_RUNS	?= # executions per target instead of FUZZ_SECONDS, e.g. 10000000
 FUZZ_DIR	:= $(BUILD)/fuzz
 FUZZ_TARGETS	:= $(patsubst tests/fuzz/fuzz_%.c,%,$(sort $(wildcard tests/fuzz/fuzz_*.c)))
 FUZZ_BINS	:= $(patsubst %,$(FUZZ_DIR)/fuzz_%,$(FUZZ_TARGETS))
@@ -227,7 +228,7 @@ fuzz-deps:
 fuzz-build: $(FUZZ_BINS)
 
 fuzz: fuzz-build
-	@tests/fuzz/run $(FUZZ_DIR) $(FUZZ_SECONDS) $(FUZZ_TARGETS)
+	@FUZZ_RUNS=$(FUZZ_RUNS) tests/fuzz/run $(FUZZ_DIR) $(FUZZ_SECONDS) $(FUZZ_TARGETS)
 
 fuzz-smoke: fuzz-build
 	@tests/fuzz/run --smoke $(FUZZ_DIR) 0 $(FUZZ_TARGETS)
