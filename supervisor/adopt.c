@@ -17,6 +17,7 @@
 
 #include "cleanup.h"
 #include "control.h"
+#include "inuse.h"
 #include "log.h"
 #include "loop.h"
 #include "procscan.h"
@@ -258,59 +259,55 @@ static int record_read(const char *path, struct record *rec)
 	return 0;
 }
 
-/* Whether /proc/PID/environ holds the exact assignment want ("BATON_GENERATION=3"). */
-static int environ_has(pid_t pid, const char *want)
+/* Whether pid's environment (as exec gave it) says name=value: 1, 0, or a negative errno. */
+static int environ_is(pid_t pid, const char *name, unsigned value)
 {
-	_cleanup_close_ int fd = -1;
-	char path[64], buf[65536];
-	size_t len = strlen(want);
-	ssize_t n;
+	char got[16], want[16];
+	int r = inuse_environ_get(pid, name, got, sizeof(got));
 
-	(void)snprintf(path, sizeof(path), "/proc/%d/environ", (int)pid);
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return -errno;
-	n = read(fd, buf, sizeof(buf) - 1);
-	if (n < 0)
-		return -errno;
-	if (n == 0)
-		return -ESRCH; /* a zombie's is empty */
-	for (ssize_t off = 0; off < n;) {
-		const char *s = buf + off;
-		size_t slen = strnlen(s, (size_t)(n - off));
-
-		if (slen == len && memcmp(s, want, len) == 0)
-			return 1;
-		off += (ssize_t)slen + 1;
-	}
-	return 0;
+	if (r <= 0)
+		return r;
+	(void)snprintf(want, sizeof(want), "%u", value);
+	return strcmp(got, want) == 0;
 }
 
 /*
  * Pins a recorded worker by pidfd and checks it is the same process: start time, and the
  * generation and index batond gave it in its environment. Returns 1 (it is), 0 (gone or another
- * process), or a negative errno (cannot tell: e.g. EPERM reading another user's environ).
+ * process, said at path's name), or a negative errno (cannot tell: e.g. EACCES reading another
+ * user's environ).
  */
-static int worker_pin(struct recorded_worker *rw)
+static int worker_pin(struct recorded_worker *rw, const char *path)
 {
 	struct procscan_stat st;
-	char want[64];
 	int r;
 
 	rw->pidfd = pidfd_open(rw->w.pid, 0);
-	if (rw->pidfd < 0)
-		return errno == ESRCH ? 0 : -errno;
+	if (rw->pidfd < 0 && errno != ESRCH)
+		return -errno;
 	/* After the pidfd: what is checked is the process the pidfd holds. */
-	if (procscan_stat(rw->w.pid, &st) < 0 || st.start_time != rw->start)
+	if (rw->pidfd < 0 || procscan_stat(rw->w.pid, &st) < 0) {
+		log_info("worker record %s: generation %u worker %u (pid %d) is gone", path,
+			 rw->w.gen, rw->w.index, rw->w.pid);
 		return 0;
-	(void)snprintf(want, sizeof(want), "BATON_GENERATION=%u", rw->w.gen);
-	r = environ_has(rw->w.pid, want);
-	if (r > 0) {
-		(void)snprintf(want, sizeof(want), "BATON_WORKER=%u", rw->w.index);
-		r = environ_has(rw->w.pid, want);
 	}
+	if (st.start_time != rw->start) {
+		log_info("worker record %s: generation %u worker %u: pid %d is now another process "
+			 "(started at tick %" PRIu64 ", the record says %" PRIu64 "), left alone",
+			 path, rw->w.gen, rw->w.index, rw->w.pid, st.start_time, rw->start);
+		return 0;
+	}
+	r = environ_is(rw->w.pid, "BATON_GENERATION", rw->w.gen);
+	if (r > 0)
+		r = environ_is(rw->w.pid, "BATON_WORKER", rw->w.index);
 	/* A zombie (exited, not reaped yet) has no environment left to show: gone. */
-	return r == -ESRCH || r == -ENOENT ? 0 : r;
+	if (r == 0 || r == -ESRCH)
+		log_info("worker record %s: generation %u worker %u: pid %d is %s, left alone",
+			 path, rw->w.gen, rw->w.index, rw->w.pid,
+			 r == 0 ? "another process (not BATON_GENERATION and BATON_WORKER as "
+				  "recorded)"
+				: "gone");
+	return r == -ESRCH ? 0 : r;
 }
 
 /*
@@ -386,17 +383,18 @@ int adopt_take_over(struct batond *b)
 	for (size_t i = 0; i < rec->n_workers; i++) {
 		struct recorded_worker *rw = &rec->workers[i];
 
-		r = worker_pin(rw);
+		r = worker_pin(rw, b->record_path);
 		if (r < 0) {
+			char why[512];
+
 			log_error_errno(
 				r,
 				"worker record %s: generation %u worker %u (pid %d) may still "
 				"run, and cannot be checked",
 				b->record_path, rw->w.gen, rw->w.index, rw->w.pid);
-			log_error(
-				"run batond as the user it ran as before (or root), or stop pid %d "
-				"and remove %s",
-				rw->w.pid, b->record_path);
+			inuse_access_reason(rw->w.pid, why, sizeof(why));
+			log_error("%s; or stop pid %d, remove %s and start batond again", why,
+				  rw->w.pid, b->record_path);
 			r = -EPERM;
 			goto fail;
 		}
@@ -414,18 +412,22 @@ int adopt_take_over(struct batond *b)
 	/* The listeners, from the first live worker that holds each. */
 	for (size_t l = 0; l < rec->n_listeners; l++) {
 		int fd = -ENOENT;
+		pid_t from = 0;
 
-		for (size_t i = 0; i < rec->n_workers && fd == -ENOENT; i++)
-			if (rec->workers[i].pidfd >= 0)
-				fd = listener_fetch(rec->workers[i].pidfd, rec->workers[i].w.pid,
-						    rec->names[l], rec->specs[l]);
+		for (size_t i = 0; i < rec->n_workers && fd == -ENOENT; i++) {
+			if (rec->workers[i].pidfd < 0)
+				continue;
+			from = rec->workers[i].w.pid;
+			fd = listener_fetch(rec->workers[i].pidfd, from, rec->names[l],
+					    rec->specs[l]);
+		}
 		if (fd == -EPERM) {
-			log_error(
-				"take over listener %s (%s) from the workers of batond pid %d: no "
-				"ptrace right over them (pidfd_getfd() needs root, or the same "
-				"user "
-				"with kernel.yama.ptrace_scope 0 or CAP_SYS_PTRACE)",
-				rec->names[l], rec->specs[l], rec->pid);
+			char why[512];
+
+			inuse_access_reason(from, why, sizeof(why));
+			log_error("take over listener %s (%s) from pid %d, a worker of batond pid "
+				  "%d: no ptrace right over it (pidfd_getfd()): %s",
+				  rec->names[l], rec->specs[l], (int)from, rec->pid, why);
 			r = fd;
 			goto fail;
 		}

@@ -16,6 +16,7 @@
 
 #include "cleanup.h"
 #include "fdsock.h"
+#include "inuse.h"
 #include "log.h"
 #include "loop.h"
 #include "spawn.h"
@@ -146,6 +147,16 @@ static int bind_all(struct batond *b)
 			continue;
 		}
 		r = listener_bind(l, b->cfg.backlog);
+		if (r == -EADDRINUSE) {
+			char record[128];
+
+			/* Perhaps a dead batond's workers: say whose it is and what to do. */
+			log_error_errno(r, "listen %s", l->spec);
+			inuse_explain(l, adopt_record_path(&b->cfg, record, sizeof(record)) < 0
+						 ? NULL
+						 : record);
+			return r;
+		}
 		if (r < 0)
 			return log_error_errno(r, "listen %s", l->spec);
 		log_info("listening on %s (%s)", l->spec, l->name);

@@ -23,6 +23,7 @@ Suite *commands_suite(void);
 Suite *eventlog_suite(void);
 Suite *metrics_suite(void);
 Suite *einhorn_suite(void);
+Suite *inuse_suite(void);
 
 /* Number of open fds of this process, from /proc/self/fd; tests compare it before and after. */
 int unit_count_fds(void);
