@@ -266,3 +266,28 @@ def test_a_batond_of_an_ordinary_user_takes_over_the_workers_of_its_predecessor(
             b1.cleanup()
             if b2:
                 b2.cleanup()
+
+
+def test_without_a_record_batond_names_the_workers_that_hold_the_port_and_what_to_do():
+    with tempfile.TemporaryDirectory() as d:
+        sock = os.path.join(d, "ctl.sock")
+        b1 = Batond(["-c", sock, "-l", "127.0.0.1:0", "-n", "2"], [HTTPD])
+        try:
+            addr = b1.address()
+            b1.wait_log(r"generation 1: 2/2 workers ready")
+            old = b1.workers()
+            b1.proc.kill()
+            b1.proc.wait()
+            os.unlink(sock + ".record")
+            port = addr.rsplit(":", 1)[1]
+            b2 = Batond(["-c", sock, "-l", f"127.0.0.1:{port}", "-n", "2"], [HTTPD])
+            try:
+                check(b2.wait_exit() == 2, "batond did not exit 2 on an address in use")
+                for p in old:
+                    b2.wait_log(rf"is held by pid {p} \(example-httpd\), generation 1 worker")
+                b2.wait_log(r"workers of a batond that is gone.*drain signal")
+                check(all(alive(p) for p in old), "batond touched the holders")
+            finally:
+                b2.cleanup()
+        finally:
+            b1.cleanup()
