@@ -23,18 +23,25 @@
 typedef void (*command_handler)(struct batond *b, struct control_client *cl, const char *arg,
 				bool flag);
 
-static void do_status(struct batond *b, struct control_client *cl, const char *arg, bool json)
+/* "ok", then body and end; body NULL means it could not be made: out of memory. */
+static void reply_ok(struct control_client *cl, const char *body, const char *end)
 {
-	_cleanup_free_ char *body = status_render(b, json);
 	_cleanup_free_ char *text = NULL;
 
-	(void)arg;
-	if (!body || asprintf(&text, "ok\n%s", body) < 0) {
+	if (!body || asprintf(&text, "ok\n%s%s", body, end) < 0) {
 		text = NULL;
 		control_reply(cl, "error out of memory\n");
 		return;
 	}
 	control_reply(cl, text);
+}
+
+static void do_status(struct batond *b, struct control_client *cl, const char *arg, bool json)
+{
+	_cleanup_free_ char *body = status_render(b, json);
+
+	(void)arg;
+	reply_ok(cl, body, "");
 }
 
 static void do_reload(struct batond *b, struct control_client *cl, const char *arg, bool nowait)
@@ -162,15 +169,9 @@ static void do_events(struct batond *b, struct control_client *cl, const char *s
 static void do_identify(struct batond *b, struct control_client *cl, const char *arg, bool json)
 {
 	_cleanup_free_ char *id = status_identity(b, json);
-	_cleanup_free_ char *text = NULL;
 
 	(void)arg;
-	if (!id || asprintf(&text, "ok\n%s\n", id) < 0) {
-		text = NULL;
-		control_reply(cl, "error out of memory\n");
-		return;
-	}
-	control_reply(cl, text);
+	reply_ok(cl, id, "\n");
 }
 
 /* Indexed by command_table's ids: a request without a handler here fails the unit test. */

@@ -122,26 +122,32 @@ log_write(int level, const struct log_fields *lf, const char *suffix, const char
 		(void)fprintf(stderr, "%s: %s\n", log_program, line);
 }
 
+/* log_write() that leaves errno as it was, for callers that log and then read it. */
+__attribute__((format(printf, 3, 0))) static void
+log_keep_errno(int level, const struct log_fields *lf, const char *fmt, va_list ap)
+{
+	int saved = errno;
+
+	log_write(level, lf, "", fmt, ap);
+	errno = saved;
+}
+
 void log_struct(int level, const struct log_fields *fields, const char *fmt, ...)
 {
 	va_list ap;
-	int saved = errno;
 
 	va_start(ap, fmt);
-	log_write(level, fields, "", fmt, ap);
+	log_keep_errno(level, fields, fmt, ap);
 	va_end(ap);
-	errno = saved;
 }
 
 void log_full(int level, const char *fmt, ...)
 {
 	va_list ap;
-	int saved = errno;
 
 	va_start(ap, fmt);
-	log_write(level, NULL, "", fmt, ap);
+	log_keep_errno(level, NULL, fmt, ap);
 	va_end(ap);
-	errno = saved;
 }
 
 int log_full_errno(int level, int error, const char *fmt, ...)

@@ -158,6 +158,37 @@ static void head(FILE *f, const char *name, const char *type, const char *help)
 	(void)fprintf(f, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
+static long listener_queued(const struct status_listener *l)
+{
+	return l->queued;
+}
+
+static long listener_backlog(const struct status_listener *l)
+{
+	return l->backlog;
+}
+
+static long listener_retiring(const struct status_listener *l)
+{
+	return l->retiring ? 1 : 0;
+}
+
+/* One gauge per listener, labelled with its name; a listener whose value is < 0 has none. */
+static void listener_gauge(FILE *f, const struct status_view *v, const char *name, const char *help,
+			   long (*value)(const struct status_listener *l))
+{
+	head(f, name, "gauge", help);
+	for (size_t i = 0; i < v->n_listeners; i++) {
+		long n = value(&v->listeners[i]);
+
+		if (n < 0)
+			continue;
+		(void)fprintf(f, "%s{listener=\"", name);
+		label_value(f, v->listeners[i].name);
+		(void)fprintf(f, "\"} %ld\n", n);
+	}
+}
+
 static void format_reloads(FILE *f, const struct metrics_counters *m)
 {
 	head(f, "baton_reloads_total", "counter",
@@ -234,31 +265,15 @@ static void format_listeners(FILE *f, const struct status_view *v)
 		label_value(f, v->listeners[i].address);
 		(void)fprintf(f, "\",kind=\"%s\"} 1\n", v->listeners[i].kind);
 	}
-	head(f, "baton_listener_accept_queue", "gauge",
-	     "Connections waiting in a stream listener's accept queue, as the kernel counts.");
-	for (size_t i = 0; i < v->n_listeners; i++) {
-		if (v->listeners[i].queued < 0)
-			continue;
-		(void)fputs("baton_listener_accept_queue{listener=\"", f);
-		label_value(f, v->listeners[i].name);
-		(void)fprintf(f, "\"} %ld\n", v->listeners[i].queued);
-	}
-	head(f, "baton_listener_accept_backlog", "gauge",
-	     "The accept queue's limit (the listen() backlog as the kernel holds it).");
-	for (size_t i = 0; i < v->n_listeners; i++) {
-		if (v->listeners[i].backlog < 0)
-			continue;
-		(void)fputs("baton_listener_accept_backlog{listener=\"", f);
-		label_value(f, v->listeners[i].name);
-		(void)fprintf(f, "\"} %ld\n", v->listeners[i].backlog);
-	}
-	head(f, "baton_listener_retiring", "gauge",
-	     "1 while batonctl retire empties this listener.");
-	for (size_t i = 0; i < v->n_listeners; i++) {
-		(void)fputs("baton_listener_retiring{listener=\"", f);
-		label_value(f, v->listeners[i].name);
-		(void)fprintf(f, "\"} %d\n", v->listeners[i].retiring ? 1 : 0);
-	}
+	listener_gauge(
+		f, v, "baton_listener_accept_queue",
+		"Connections waiting in a stream listener's accept queue, as the kernel counts.",
+		listener_queued);
+	listener_gauge(f, v, "baton_listener_accept_backlog",
+		       "The accept queue's limit (the listen() backlog as the kernel holds it).",
+		       listener_backlog);
+	listener_gauge(f, v, "baton_listener_retiring",
+		       "1 while batonctl retire empties this listener.", listener_retiring);
 }
 
 static void format_process(FILE *f, const struct metrics_process *p)

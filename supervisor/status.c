@@ -123,7 +123,8 @@ static void format_text(FILE *f, const struct status_view *v)
 	}
 }
 
-char *status_format(const struct status_view *v, bool json)
+/* What fn writes, as a string the caller frees; NULL when out of memory. */
+static char *render(void (*fn)(FILE *f, const void *arg, bool json), const void *arg, bool json)
 {
 	char *buf = NULL;
 	size_t size = 0;
@@ -131,15 +132,25 @@ char *status_format(const struct status_view *v, bool json)
 
 	if (!f)
 		return NULL;
-	if (json)
-		format_json(f, v);
-	else
-		format_text(f, v);
+	fn(f, arg, json);
 	if (fclose(f) != 0) {
 		free(buf);
 		return NULL;
 	}
 	return buf;
+}
+
+static void format_view(FILE *f, const void *arg, bool json)
+{
+	if (json)
+		format_json(f, arg);
+	else
+		format_text(f, arg);
+}
+
+char *status_format(const struct status_view *v, bool json)
+{
+	return render(format_view, v, json);
 }
 
 static const char *ready_source(const struct batond *b)
@@ -296,14 +307,10 @@ void status_take_view(const struct batond *b, struct status_view *v)
 	}
 }
 
-char *status_identity(const struct batond *b, bool json)
+static void format_identity(FILE *f, const void *arg, bool json)
 {
-	char *buf = NULL;
-	size_t size = 0;
-	FILE *f = open_memstream(&buf, &size);
+	const struct batond *b = arg;
 
-	if (!f)
-		return NULL;
 	if (json) {
 		(void)fprintf(f, "{\"pid\":%d,\"name\":", (int)getpid());
 		json_write_string(f, b->cfg.name ?: CONTROL_NAME_DEFAULT);
@@ -330,11 +337,11 @@ char *status_identity(const struct batond *b, bool json)
 			(void)fprintf(f, "%s %s=%s", i ? "," : "", b->cfg.listeners[i].name,
 				      b->cfg.listeners[i].spec);
 	}
-	if (fclose(f) != 0) {
-		free(buf);
-		return NULL;
-	}
-	return buf;
+}
+
+char *status_identity(const struct batond *b, bool json)
+{
+	return render(format_identity, b, json);
 }
 
 char *status_render(const struct batond *b, bool json)
