@@ -281,6 +281,20 @@ def ppid(pid):
         return -1
 
 
+def steady_fds(pid):
+    """pid's open fds as /proc shows them, {fd: what}, without the worker record's temporary
+    file, which batond holds only while it rewrites the record (adopt.c)."""
+    out = {}
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            what = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if not what.endswith(".record.tmp"):
+            out[int(fd)] = what
+    return dict(sorted(out.items()))
+
+
 def socket_inodes(pid):
     """The sockets pid has open, from /proc/PID/fd: {fd: socket inode}."""
     out = {}

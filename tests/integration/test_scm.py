@@ -7,7 +7,8 @@ import struct
 import sys
 import tempfile
 
-from harness import Batond, Load, alive, bin_path, check, reload_and_wait, target_of, wait_for
+from harness import (Batond, Load, TestFailure, alive, bin_path, check, reload_and_wait,
+                     steady_fds, target_of, wait_for)
 from scm_worker import LISTENERS, HELLO, message, receive
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -94,7 +95,8 @@ def test_ten_thousand_bad_messages_cost_the_fd_socket_nothing():
                    ["sleep", "600"])
         try:
             b.wait_log(r"generation 1: 1/1 workers ready")
-            before = len(os.listdir(f"/proc/{b.pid}/fd"))
+            fds_before = steady_fds(b.pid)
+            before = len(fds_before)
             rnd = random.Random(4)
             garbage = [
                 b"",                                                  # empty record
@@ -131,8 +133,11 @@ def test_ten_thousand_bad_messages_cost_the_fd_socket_nothing():
             c.close()
             check(kind == LISTENERS and len(fds) == 1, "a good client was not served")
             os.close(fds[0])
-            wait_for(lambda: len(os.listdir(f"/proc/{b.pid}/fd")) == before,
-                     f"batond's fds back to {before}")
+            try:
+                wait_for(lambda: len(steady_fds(b.pid)) == before,
+                         f"batond's fds back to {before}")
+            except TestFailure as e:
+                raise TestFailure(f"{e}; batond holds {steady_fds(b.pid)}; before {fds_before}")
             check(b.proc.poll() is None, "batond died")
         finally:
             b.cleanup()

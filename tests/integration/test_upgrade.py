@@ -5,13 +5,14 @@ import shutil
 import signal
 import tempfile
 
-from harness import Batond, Load, alive, bin_path, check, serving_pid, target_of, wait_for
+from harness import (Batond, Load, alive, bin_path, check, serving_pid, steady_fds, target_of,
+                     wait_for)
 
 HTTPD = bin_path("example-httpd")
 
 
 def fd_count(pid):
-    return len(os.listdir(f"/proc/{pid}/fd"))
+    return len(steady_fds(pid))
 
 
 def upgrade(b, n):
