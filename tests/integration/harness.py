@@ -281,6 +281,16 @@ def ppid(pid):
         return -1
 
 
+def environ_of(pid):
+    """pid's environment, {name: value} in bytes, once it has one: batond goes on when the
+    kernel has swapped a new worker's memory in execve(), a moment before the kernel lays out
+    the new environment, and /proc/PID/environ is empty until then."""
+    def read():
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            return dict(kv.split(b"=", 1) for kv in f.read().split(b"\0") if b"=" in kv)
+    return wait_for(read, f"pid {pid}'s environment after its execve()")
+
+
 def steady_fds(pid):
     """pid's open fds as /proc shows them, {fd: what}, without the worker record's temporary
     file, which batond holds only while it rewrites the record (adopt.c)."""

@@ -8,6 +8,7 @@ import subprocess
 import tempfile
 import time
 
+from harness import environ_of
 from harness import (Batond, Load, TestFailure, alive, bin_path, broken_while, check, read_all,
                      reload_and_wait, serving_pid, socket_inodes, start_time, target_of,
                      wait_for)
@@ -146,8 +147,10 @@ def test_worker_sees_exactly_stdio_and_its_listeners():
             for fd in (3, 4, 5):
                 check(theirs.get(fd) in mine.values(), f"worker fd {fd} is not a batond listener")
             check(len({theirs[3], theirs[4], theirs[5]}) == 3, "listeners out of order or shared")
-            env = environ(w)
-            check(env[b"LISTEN_FDS"] == b"3", f"LISTEN_FDS={env.get(b'LISTEN_FDS')}")
+            env = environ_of(w)
+            check(env.get(b"LISTEN_FDS") == b"3",
+                  f"LISTEN_FDS={env.get(b'LISTEN_FDS')} in {w}'s environment "
+                  f"({os.readlink(f'/proc/{w}/exe')}): {sorted(env)}")
             check(env[b"LISTEN_PID"] == str(w).encode(), "LISTEN_PID is not the worker's pid")
             check(env[b"LISTEN_FDNAMES"] == b"listen0:api:listen2", "LISTEN_FDNAMES")
             check(env[b"BATON_GENERATION"] == b"1" and env[b"BATON_WORKER"] == b"0", "BATON_*")

@@ -13,6 +13,7 @@ import socket
 import sys
 import tempfile
 
+from harness import environ_of
 from harness import (DEADLINE, Batond, Load, alive, check, http_get, reload_and_wait, target_of,
                      wait_for)
 
@@ -295,8 +296,7 @@ def test_einhorn_worker_refusing_to_start_or_never_acking_keeps_the_old_generati
 
 
 def worker_env(pid):
-    with open(f"/proc/{pid}/environ", "rb") as f:
-        return dict(kv.split(b"=", 1) for kv in f.read().split(b"\0") if b"=" in kv)
+    return environ_of(pid)
 
 
 def test_einhorn_socket_of_a_batond_without_its_control_socket_is_private():

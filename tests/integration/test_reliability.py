@@ -12,6 +12,7 @@ import sys
 import tempfile
 import time
 
+from harness import environ_of
 from harness import (Batond, Load, alive, bin_path, check, http_get, outcome, queue_clients,
                      reload_and_wait, target_of, wait_for)
 
@@ -21,8 +22,7 @@ PAUSE_SEC = 5  # batond stopped this long: far more STATUS lines than its queue 
 
 
 def worker_env(pid):
-    with open(f"/proc/{pid}/environ", "rb") as f:
-        return dict(kv.split(b"=", 1) for kv in f.read().split(b"\0") if b"=" in kv)
+    return environ_of(pid)
 
 
 def test_a_paused_batond_stalls_no_worker_under_load():

@@ -13,6 +13,7 @@ import sys
 import tempfile
 import threading
 
+from harness import environ_of
 from harness import (TINY, Batond, Load, TestFailure, alive, bin_path, broken_while, check,
                      free_port, outcome, queue_clients, serving_pid, socket_inodes, target_of,
                      wait_for)
@@ -104,8 +105,7 @@ def test_socket_activation_serves_on_the_inherited_socket_through_ten_reloads():
         b.wait_log(rf"listening on tcp://127.0.0.1:{port} \(web\): inherited from systemd")
         b.wait_log(r"generation 1: 2/2 workers ready")
         w = b.workers()[0]
-        with open(f"/proc/{w}/environ", "rb") as f:
-            env = f.read().split(b"\0")
+        env = [k + b"=" + v for k, v in environ_of(w).items()]
         check(b"LISTEN_FDNAMES=web" in env, "the worker does not see systemd's name")
         load = Load(f"127.0.0.1:{port}", duration="120s", threads=4)
         try:
@@ -135,8 +135,7 @@ def test_inherited_socket_without_a_matching_listen_option_is_passed_on_under_it
         activate(port)
         b.wait_log(r"generation 1: 1/1 workers ready")
         w = b.workers()[0]
-        with open(f"/proc/{w}/environ", "rb") as f:
-            env = f.read().split(b"\0")
+        env = [k + b"=" + v for k, v in environ_of(w).items()]
         check(b"LISTEN_FDNAMES=listen0:extra" in env, f"names: {[e for e in env if b'FDN' in e]}")
         check(serving_pid(f"tcp://127.0.0.1:{port}") == w, "not served on the inherited socket")
     finally:
@@ -296,8 +295,7 @@ def test_socket_passed_by_the_socket_unit_and_the_fd_store_is_kept_once():
         held = [fd for fd, ino in socket_inodes(b.pid).items() if ino == inode]
         check(len(held) == 1, f"batond holds the listener at fds {held}")
         for w in b.workers():
-            with open(f"/proc/{w}/environ", "rb") as f:
-                env = f.read().split(b"\0")
+            env = [k + b"=" + v for k, v in environ_of(w).items()]
             check(b"LISTEN_FDS=1" in env and b"LISTEN_FDNAMES=web" in env,
                   f"worker {w}: {[e for e in env if e.startswith(b'LISTEN_')]}")
             held = [fd for fd, ino in socket_inodes(w).items() if ino == inode]
