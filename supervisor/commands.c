@@ -95,7 +95,8 @@ static void do_listen(struct batond *b, struct control_client *cl, const char *a
 	r = listener_parse(arg, (unsigned)b->cfg.n_listeners, &l);
 	if (r < 0) {
 		(void)snprintf(reply, sizeof(reply), "failed invalid listen address '%s': %s\n",
-			       arg, strerror(-r));
+			       arg,
+			       r == -EADDRNOTAVAIL ? "the host does not resolve" : strerror(-r));
 		control_reply(cl, reply);
 		return;
 	}

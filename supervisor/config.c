@@ -405,6 +405,11 @@ static int listen_option(struct config *c, const char *arg)
 				  arg);
 		return r;
 	}
+	if (r == -EADDRNOTAVAIL)
+		return usage_error(
+			"invalid listen address '%s': the host does not resolve (expected "
+			"a numeric address, a name from /etc/hosts, or *)",
+			arg);
 	if (r < 0)
 		return log_error_errno(r, "invalid listen address '%s'", arg);
 	for (size_t i = 0; i < c->n_listeners; i++)
@@ -565,6 +570,15 @@ int config_parse(int argc, char **argv, struct config *c)
 					"invalid --drain-signal '%s': expected a signal name "
 					"such as TERM or QUIT, or a number",
 					optarg);
+				break;
+			}
+			/* Neither can be caught: the worker would die with its requests, not drain. */
+			if (r == SIGKILL || r == SIGSTOP) {
+				r = usage_error(
+					"invalid --drain-signal '%s': a worker cannot catch "
+					"SIG%s, so it could not finish what it holds (for no "
+					"drain at all: --drain-timeout 0)",
+					optarg, sigabbrev_np(r));
 				break;
 			}
 			c->drain_signal = r;

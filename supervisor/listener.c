@@ -91,8 +91,11 @@ static int parse_inet(const char *host, const char *port, bool bracketed, enum l
 		};
 		struct addrinfo *res = NULL;
 
-		/* An unbracketed IPv6 literal is ambiguous with the port separator: refuse it. */
-		if (strchr(host, ':'))
+		/*
+		 * An unbracketed IPv6 literal is ambiguous with the port separator: refuse it. No
+		 * host name holds '=': "a=b=HOST:PORT" is a second name, not a name to look up.
+		 */
+		if (strpbrk(host, ":="))
 			return -EINVAL;
 		if (getaddrinfo(host, NULL, &hints, &res) != 0 || !res)
 			return -EADDRNOTAVAIL;

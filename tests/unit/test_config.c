@@ -367,6 +367,10 @@ START_TEST(bad_values_are_refused)
 		{ "--drain-signal", "FOO", -EINVAL },
 		{ "--drain-signal", "0", -EINVAL },
 		{ "--drain-signal", "65", -EINVAL },
+		{ "--drain-signal", "KILL", -EINVAL },
+		{ "--drain-signal", "SIGSTOP", -EINVAL },
+		{ "--drain-signal", "9", -EINVAL },
+		{ "--drain-signal", "19", -EINVAL },
 		{ "-n", "0", -EINVAL },
 		{ "-n", "257", -EINVAL },
 		{ "--workers", "-1", -EINVAL },
@@ -383,6 +387,8 @@ START_TEST(bad_values_are_refused)
 		{ "--pid-file", "", -EINVAL },
 		{ "-l", "127.0.0.1:65536", -ERANGE },
 		{ "-l", "nonsense", -EINVAL },
+		{ "-l", "a=b=127.0.0.1:0", -EINVAL },
+		{ "-l", "no such host:80", -EINVAL },
 	};
 
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {

@@ -419,6 +419,14 @@ START_TEST(a_valid_name_with_a_bad_address_is_still_refused)
 }
 END_TEST
 
+START_TEST(a_second_name_is_refused_as_malformed_not_looked_up_as_a_host)
+{
+	assert_refused("a=b=127.0.0.1:80", -EINVAL);
+	assert_refused("a=b=localhost:80", -EINVAL);
+	assert_refused("a=tcp://b=127.0.0.1:80", -EINVAL);
+}
+END_TEST
+
 /* --- listener_name_is_valid --- */
 
 START_TEST(names_are_1_to_255_printable_ascii_characters_without_colon)
@@ -954,6 +962,7 @@ Suite *listener_suite(void)
 	tcase_add_test(tc, names_with_spaces_or_control_characters_are_refused);
 	tcase_add_test(tc, names_over_255_bytes_are_refused_with_enametoolong);
 	tcase_add_test(tc, a_valid_name_with_a_bad_address_is_still_refused);
+	tcase_add_test(tc, a_second_name_is_refused_as_malformed_not_looked_up_as_a_host);
 	tcase_add_test(tc, names_are_1_to_255_printable_ascii_characters_without_colon);
 	tcase_add_test(tc, kind_names_are_tcp_udp_and_unix);
 	suite_add_tcase(s, tc);
