@@ -432,11 +432,15 @@ static int einhorn_open(struct batond *b)
 	 * could not be bound (its path may be another batond's, and so would ours be).
 	 */
 	r = socket_path(b, "einhorn", b->einhorn_path, sizeof(b->einhorn_path));
+	if (r == -ENAMETOOLONG)
+		b->exit_code = 2; /* the control socket's path leaves no room for ".einhorn" */
 	if (r < 0)
 		return log_error_errno(r, "einhorn socket");
 	r = control_new(b->event, b->einhorn_path, -1, on_einhorn, b, &b->einhorn);
-	if (r < 0)
+	if (r < 0) {
+		b->exit_code = 2; /* a path beside the control socket's that we cannot have */
 		return log_error_errno(r, "einhorn socket %s", b->einhorn_path);
+	}
 	return 0;
 }
 

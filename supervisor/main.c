@@ -224,8 +224,15 @@ static int run(struct batond *b)
 	batond_listeners_changed(b);
 	if (b->cfg.pid_file) {
 		r = pid_file_write(b->cfg.pid_file);
-		if (r < 0)
+		if (r < 0 && b->adopted) {
+			/* Same pid across the exec: the file the old image wrote is still right. */
+			log_warning_errno(r, "write pid file %s, keeping the previous one",
+					  b->cfg.pid_file);
+		} else if (r < 0) {
+			/* Nothing is spawned yet: a path this host cannot give us, as for -c. */
+			b->exit_code = 2;
 			return log_error_errno(r, "write pid file %s", b->cfg.pid_file);
+		}
 		b->pid_file_written = true;
 	}
 	log_info("batond %d%s: %u worker%s of %s, notify socket %s", (int)getpid(),
