@@ -263,6 +263,9 @@ void upgrade_close(struct batond *b);
 /* The number of this image's first event: where the previous image stopped, or 1. */
 uint64_t upgrade_event_seq(void);
 
+/* What the previous image knew of the last reload, for status (nothing if no upgrade). */
+void upgrade_take_last_reload(struct batond *b);
+
 /* adopt.c */
 
 /* The record's path for configuration c: CONTROL.record. Returns 0 or -ENOENT / -errno. */

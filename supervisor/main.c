@@ -323,6 +323,7 @@ int main(int argc, char **argv)
 
 	b.argv = argv;
 	b.started_usec = loop_now_usec();
+	upgrade_take_last_reload(&b);
 	if (readlink("/proc/self/exe", b.self_path, sizeof(b.self_path) - 1) < 0)
 		log_warning_errno(-errno, "find own binary: upgrades will fail");
 	r = upgrade_take_over(&b);

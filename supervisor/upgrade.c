@@ -38,6 +38,10 @@ static int fd_set_cloexec(int fd, bool on)
 }
 
 #define UPGRADE_ENV_EVENT_SEQ "BATON_EVENT_SEQ" /* the next event's number, for the new image */
+/* What status says of the last reload: "GEN OK USEC TEXT" (USEC on CLOCK_MONOTONIC, which an
+ * exec keeps). In the environment, not the state: the minimal handoff carries it too, and an
+ * image that does not know it ignores it. */
+#define UPGRADE_ENV_LAST_RELOAD "BATON_LAST_RELOAD"
 
 static void upgrade_event(struct batond *b, enum eventlog_type type, int level, const char *fmt,
 			  ...) __attribute__((format(printf, 4, 5)));
@@ -73,15 +77,38 @@ static void upgrade_took_over(struct batond *b, unsigned n_workers, const char *
 						  .message = line });
 }
 
-/* Right before execve(): where the new image goes on numbering events. */
+/* Right before execve(): where the new image goes on numbering events, and the last reload. */
 static void pass_event_seq(struct batond *b)
 {
-	char num[32];
+	char num[32], last[sizeof(b->last_reload_text) + 64];
 
 	if (b->events) {
 		(void)snprintf(num, sizeof(num), "%" PRIu64, eventlog_next_seq(b->events));
 		(void)setenv(UPGRADE_ENV_EVENT_SEQ, num, 1);
 	}
+	if (b->last_reload_usec) {
+		(void)snprintf(last, sizeof(last), "%u %d %" PRIu64 " %s", b->last_reload_gen,
+			       b->last_reload_ok ? 1 : 0, b->last_reload_usec, b->last_reload_text);
+		(void)setenv(UPGRADE_ENV_LAST_RELOAD, last, 1);
+	}
+}
+
+void upgrade_take_last_reload(struct batond *b)
+{
+	const char *e = getenv(UPGRADE_ENV_LAST_RELOAD);
+	unsigned gen;
+	int ok, at = 0;
+	uint64_t usec;
+
+	/* Anything malformed is dropped: status then says "none", which is all it knows. */
+	if (e && sscanf(e, "%u %d %" SCNu64 " %n", &gen, &ok, &usec, &at) == 3 && at > 0 &&
+	    usec > 0 && usec <= loop_now_usec()) {
+		b->last_reload_gen = gen;
+		b->last_reload_ok = ok != 0;
+		b->last_reload_usec = usec;
+		(void)snprintf(b->last_reload_text, sizeof(b->last_reload_text), "%s", e + at);
+	}
+	(void)unsetenv(UPGRADE_ENV_LAST_RELOAD);
 }
 
 uint64_t upgrade_event_seq(void)
@@ -144,6 +171,7 @@ static int exec_minimal(struct batond *b)
 	(void)execve(b->self_path, b->argv, environ);
 	r = -errno;
 	(void)unsetenv(UPGRADE_ENV_EVENT_SEQ);
+	(void)unsetenv(UPGRADE_ENV_LAST_RELOAD);
 	(void)unsetenv("BATON_HANDOFF_LISTENERS");
 	(void)unsetenv("BATON_HANDOFF_WORKERS");
 	for (size_t i = 0; i < b->cfg.n_listeners; i++)
@@ -252,6 +280,7 @@ static int exec_full(struct batond *b)
 	(void)execve(b->self_path, b->argv, environ);
 	r = -errno;
 	(void)unsetenv(UPGRADE_ENV_EVENT_SEQ);
+	(void)unsetenv(UPGRADE_ENV_LAST_RELOAD);
 	(void)unsetenv(UPGRADE_ENV_STATE);
 	(void)unsetenv(UPGRADE_ENV_FALLBACK);
 	(void)keep_fds(b, state_fd, fallback_fd, false);

@@ -1,7 +1,9 @@
 # SPDX-License-Identifier: MIT
 """test_upgrade.py - batond re-executes itself (SIGUSR2) and adopts its running workers."""
+import json
 import os
 import shutil
+import subprocess
 import signal
 import tempfile
 
@@ -123,3 +125,27 @@ def test_upgrade_to_another_state_version_hands_over_and_rolls_a_fresh_generatio
             check(serving_pid(f"unix:{d}/u.sock") in new, "the Unix listener is not served")
         finally:
             b.cleanup()
+
+
+def test_status_after_an_upgrade_still_names_the_last_reload():
+    b = Batond(["-l", "127.0.0.1:0"], [HTTPD])
+    try:
+        b.wait_log(r"generation 1: 1/1 workers ready")
+        b.signal(signal.SIGHUP)
+        b.wait_log(r"generation 2: .*reload done")
+        before = status(b)
+        check("last reload: generation 2: " in before, before)
+        check("took over" in upgrade(b, 0), "upgrade")
+        after = status(b)
+        check("last reload: generation 2: " in after, f"before:\n{before}\nafter:\n{after}")
+        last = json.loads(status(b, "--json"))["last_reload"]
+        check(last and last["generation"] == 2 and last["ok"], last)
+    finally:
+        b.cleanup()
+
+
+def status(b, *args):
+    p = subprocess.run([bin_path("batonctl"), "-c", b.control(), "status", *args],
+                       capture_output=True, text=True, timeout=60)
+    check(p.returncode == 0, p.stderr)
+    return p.stdout
