@@ -37,7 +37,7 @@
 #define HTTPD_NAME    "example-httpd"
 #define HTTPD_VERSION "0.1.0"
 
-#define HTTPD_MAX_LISTENERS	64	/* sockets: inherited ones plus --listen ones */
+#define HTTPD_MAX_LISTENERS	1024	/* sockets: inherited plus --listen; batond passes 1024 */
 #define HTTPD_LISTEN_BACKLOG	4096	/* connections; the kernel caps it at net.core.somaxconn */
 #define HTTPD_DEFAULT_MAX_CONNS 10000	/* open client connections */
 #define HTTPD_MAX_CONNS_LIMIT	1000000 /* largest --max-conns accepted */
@@ -359,6 +359,10 @@ static int listeners_inherit(struct httpd *h)
 {
 	unsigned n = baton_listener_count(h->baton);
 
+	if (n > HTTPD_MAX_LISTENERS) {
+		log_info("%u listeners inherited: at most %d", n, HTTPD_MAX_LISTENERS);
+		return -E2BIG;
+	}
 	for (unsigned i = 0; i < n; i++) {
 		int fd = baton_listener_fd(h->baton, i);
 		const char *name = baton_listener_name(h->baton, i);
@@ -1414,7 +1418,8 @@ static void help(void)
 	       "Small HTTP/1.x server, batond's example worker. Serves GET and HEAD with the body\n"
 	       "\"pid=<pid> gen=$BATON_GENERATION worker=$BATON_WORKER\"; /slow?ms=N waits N ms\n"
 	       "(at most %d) before replying. Listens on the sockets libbaton finds (batond's\n"
-	       "channel in BATON_FD, or LISTEN_FDS from batond or systemd) and on each --listen.\n"
+	       "channel in BATON_FD, or LISTEN_FDS from batond or systemd) and on each --listen,\n"
+	       "%d sockets at most in all.\n"
 	       "SIGTERM, SIGINT, SIGQUIT or batond's DRAIN drains: stop accepting, answer every\n"
 	       "accepted connection (and every one queued on a --listen socket), exit 0.\n"
 	       "\n"
@@ -1432,7 +1437,7 @@ static void help(void)
 	       "  -V, --version            show the version\n"
 	       "\n"
 	       "Exit status: 0 after a drain, 1 on failure or without listeners, 2 on bad usage.\n",
-	       HTTPD_NAME, HTTPD_SLOW_MAX_MSEC, HTTPD_DEFAULT_MAX_CONNS);
+	       HTTPD_NAME, HTTPD_SLOW_MAX_MSEC, HTTPD_MAX_LISTENERS, HTTPD_DEFAULT_MAX_CONNS);
 }
 
 enum {
