@@ -4,8 +4,10 @@
 import argparse
 import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -15,10 +17,15 @@ def main():
     ap.add_argument("--build", default="build")
     args = ap.parse_args()
     passed = failed = 0
+    # No test's batond may reach /run/baton or a user's runtime directory (run.py checks what
+    # the integration tests leave; the unit tests get a directory of their own too).
+    unit_rundir = tempfile.mkdtemp(prefix="baton-check-unit.")
+    os.environ["RUNTIME_DIRECTORY"] = os.environ["XDG_RUNTIME_DIR"] = unit_rundir
 
     unit = subprocess.run([os.path.join(ROOT, args.build, "unit-tests")], cwd=ROOT,
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     sys.stdout.write(unit.stdout)
+    shutil.rmtree(unit_rundir, ignore_errors=True)
     m = re.search(r"Checks: (\d+), Failures: (\d+), Errors: (\d+)", unit.stdout)
     if m:
         n, f, e = map(int, m.groups())

@@ -4,7 +4,9 @@
 import argparse
 import importlib
 import os
+import shutil
 import sys
+import tempfile
 import time
 import traceback
 
@@ -18,6 +20,11 @@ def main():
     args = ap.parse_args()
     os.environ["BUILD"] = args.build
     sys.path.insert(0, HERE)
+    # A batond or batonctl that a test starts without -c or a directory of its own lands here,
+    # never in /run/baton or the user's $XDG_RUNTIME_DIR/baton: a user's own default-named
+    # batond is out of reach, and anything left behind is seen below.
+    rundir = tempfile.mkdtemp(prefix="baton-check-run.")
+    os.environ["RUNTIME_DIRECTORY"] = os.environ["XDG_RUNTIME_DIR"] = rundir
 
     tests = []
     for name in sorted(os.listdir(HERE)):
@@ -40,6 +47,11 @@ def main():
         else:
             passed += 1
             print(f"ok   {name} ({time.monotonic() - t0:.1f}s)", flush=True)
+    left = sorted(os.listdir(rundir))
+    shutil.rmtree(rundir, ignore_errors=True)
+    if left:
+        failed += 1
+        print(f"FAIL run.left_nothing_in_the_runtime_directory: {left}", flush=True)
     print(f"integration: {passed} passed, {failed} failed", flush=True)
     return 1 if failed or not tests else 0
 

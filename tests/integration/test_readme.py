@@ -34,6 +34,8 @@ def test_the_readme_use_it_blocks_run_as_written():
 set -u
 ip link set lo up
 mount -t tmpfs tmpfs /run
+# The README's defaults, not the test run's private directory: /run/baton as root.
+unset RUNTIME_DIRECTORY XDG_RUNTIME_DIR
 cd {shlex.quote(ROOT)}
 export PATH={shlex.quote(build)}:$PATH
 {daemon} >/dev/null 2>/tmp/readme-batond.$$ &
