@@ -11,7 +11,9 @@
  *             activation.
  *   takeover  At the first bind() of a held address: move every held fd to SHIM_FD_HOME or
  *             above with FD_CLOEXEC (so the server's fds 3.. are its own again and its children
- *             inherit nothing) and drop LISTEN_* and NOTIFY_SOCKET from the environment.
+ *             inherit nothing), and drop LISTEN_*, NOTIFY_SOCKET, BATON_* and this library's
+ *             entry in LD_PRELOAD from the environment (the server's own preloads stay), so
+ *             that the programs it runs (CGI scripts) are not workers and do not load us.
  *   swap      dup3() the held listener onto the server's fd; listen() on it returns 0.
  *   ready     The first time the server waits for a held listener (accept, poll, select,
  *             epoll_ctl), send READY=1 to NOTIFY_SOCKET, once per process tree.
@@ -57,9 +59,12 @@
 #define SHIM_PATH_MAX  sizeof(((struct sockaddr_un *)0)->sun_path) /* bytes of a Unix path */
 #define SHIM_READY     "READY=1"
 /* Accepted connections are tracked for the drain by fd number below this (a 128 KiB bitmap). */
-#define SHIM_MAX_CONN_FD (1 << 20)
-#define SHIM_MAX_WATCHES 64 /* epoll registrations of listener fds remembered per process */
-#define SHIM_MAX_PLUGGED (SHIM_MAX_SLOTS + SHIM_MAX_HELD) /* listener fds a drain can plug */
+#define SHIM_MAX_CONN_FD    (1 << 20)
+#define SHIM_MAX_WATCHES    64 /* epoll registrations of listener fds remembered per process */
+#define SHIM_MAX_PLUGGED    (SHIM_MAX_SLOTS + SHIM_MAX_HELD) /* listener fds a drain can plug */
+#define SHIM_ENV_MAX	    4096 /* bytes of "LD_PRELOAD=..." rewritten without our entry */
+#define SHIM_ENV_NAME_MAX   256	 /* bytes of a BATON_* variable's name that we unset */
+#define SHIM_ENV_FORGET_MAX 64	 /* BATON_* variables unset at most (batond sets a handful) */
 
 #define SHIM_EXPORT __attribute__((visibility("default")))
 
@@ -130,6 +135,9 @@ static struct {
 		bool blocking;
 	} plugged[SHIM_MAX_PLUGGED];
 	atomic_size_t n_plugged;
+
+	/* The environment's LD_PRELOAD entry after takeover: ours, so nothing is allocated. */
+	char preload_env[SHIM_ENV_MAX];
 } shim = {
 	.lock = PTHREAD_MUTEX_INITIALIZER,
 	.home_lo = INT_MAX,
@@ -362,6 +370,87 @@ static bool rescue(int fd)
 	return moved;
 }
 
+/* True if path (with a '/': ld.so searches the others) names this very library. */
+static bool is_self(const char *path, size_t len, const struct stat *self)
+{
+	char buf[PATH_MAX];
+	struct stat st;
+
+	if (len >= sizeof(buf) || !memchr(path, '/', len))
+		return false;
+	memcpy(buf, path, len);
+	buf[len] = '\0';
+	return stat(buf, &st) == 0 && st.st_dev == self->st_dev && st.st_ino == self->st_ino;
+}
+
+/*
+ * LD_PRELOAD without our entry, the others in their order. The new string is ours (a static
+ * buffer) put in place of the old pointer, as putenv() would: no allocation, and the old one,
+ * wherever it lives, is not written to. Left alone if it does not fit.
+ */
+static void env_forget_preload(void)
+{
+	static const char key[] = "LD_PRELOAD=";
+	const size_t klen = sizeof(key) - 1;
+	char *out = shim.preload_env;
+	struct stat self;
+	Dl_info info;
+	const char *v;
+	size_t i, n = klen;
+
+	for (i = 0; environ && environ[i]; i++)
+		if (strncmp(environ[i], key, klen) == 0)
+			break;
+	if (!environ || !environ[i])
+		return;
+	if (!dladdr((void *)&shim, &info) || !info.dli_fname || stat(info.dli_fname, &self) < 0)
+		return;
+	memcpy(out, key, klen);
+	/* ld.so separates entries with ':' or ' '; we write ':'. */
+	for (v = environ[i] + klen; *v;) {
+		size_t len = strcspn(v, ": ");
+
+		if (len > 0 && !is_self(v, len, &self)) {
+			if (len + 1 >= sizeof(shim.preload_env) - n)
+				return;
+			if (n > klen)
+				out[n++] = ':';
+			memcpy(out + n, v, len);
+			n += len;
+		}
+		v += len;
+		if (*v)
+			v++;
+	}
+	out[n] = '\0';
+	if (n == klen)
+		(void)unsetenv("LD_PRELOAD");
+	else
+		environ[i] = out;
+}
+
+/* Every BATON_* variable (BATON_GENERATION, BATON_WORKER, BATON_DRAIN_SIGNAL, ...). */
+static void env_forget_baton(void)
+{
+	for (unsigned k = 0; k < SHIM_ENV_FORGET_MAX; k++) {
+		char name[SHIM_ENV_NAME_MAX];
+		const char *e = NULL;
+		size_t len;
+
+		for (size_t i = 0; environ && environ[i] && !e; i++)
+			if (strncmp(environ[i], "BATON_", 6) == 0)
+				e = environ[i];
+		if (!e)
+			return;
+		len = strcspn(e, "=");
+		if (len >= sizeof(name))
+			return;
+		memcpy(name, e, len);
+		name[len] = '\0';
+		(void)unsetenv(name);
+	}
+}
+
 /* The server showed it is the server: make fds 3.. its own and hide socket activation. */
 static void takeover(void)
 {
@@ -384,6 +473,8 @@ static void takeover(void)
 	(void)unsetenv("LISTEN_PID");
 	(void)unsetenv("LISTEN_FDNAMES");
 	(void)unsetenv("NOTIFY_SOCKET");
+	env_forget_baton();
+	env_forget_preload();
 	atomic_store(&shim.taken_over, true);
 }
 

@@ -53,6 +53,10 @@ SERVER = textwrap.dedent(r'''
         protocol_version = "HTTP/1.0"
 
         def do_GET(self):
+            if self.path.startswith("/child-env?"):
+                # A CGI-style child, started with the C environment as it is now (system()
+                # passes environ), writes what it inherited to the file named in the query.
+                libc.system(b"exec /usr/bin/env > " + self.path.split("?", 1)[1].encode())
             data = body(self.server.nonblock, self.server.reuseport, self.server.port)
             self.send_response(200)
             self.send_header("Content-Length", str(len(data)))
@@ -168,12 +172,12 @@ SERVER = textwrap.dedent(r'''
 
 
 
-def start(args, command, ready=True):
+def start(args, command, ready=True, env=None):
     """Batond with args/command built by the given functions of a free port; returns (b, port)."""
     log = ""
     for _ in range(PORT_TRIES):
         port = free_port()
-        b = Batond(args(port), command(port))
+        b = Batond(args(port), command(port), env=env)
         try:
             if ready:
                 b.wait_log(r"generation 1: \d+/\d+ workers ready")
@@ -288,6 +292,33 @@ def test_preload_http_server_module_reloads_twenty_times_under_load_with_zero_fa
                   >= 2 * RELOADS, f"old workers did not exit 0:\n{b.log()}")
             b.signal(signal.SIGTERM)
             check(b.wait_exit() == 0, "batond did not exit 0 after SIGTERM")
+        finally:
+            b.cleanup()
+
+
+def test_preload_children_of_the_server_inherit_neither_the_shim_nor_batonds_variables():
+    """A CGI script the server runs is not a worker: at takeover the shim takes its own entry
+    out of LD_PRELOAD (the user's other preloads stay, in their order) and every BATON_*."""
+    own = "libm.so.6"  # the user's own preload: harmless, and found through the search path
+    with tempfile.TemporaryDirectory() as d:
+        os.chmod(d, 0o755)
+        script, env_file = server_script(d), os.path.join(d, "child.env")
+        b, port = start(lambda p: ["-l", f"127.0.0.1:{p}", "--preload", "--ready", "listening"],
+                        lambda p: [PYTHON, script, f"tcp:127.0.0.1:{p}"],
+                        env={"LD_PRELOAD": own})
+        try:
+            worker = b.workers()[0]
+            with open(f"/proc/{worker}/environ", "rb") as f:
+                start_env = f.read().decode().split("\0")
+            preload = [e for e in start_env if e.startswith("LD_PRELOAD=")]
+            check(len(preload) == 1 and "libbaton-preload.so" in preload[0] and
+                  preload[0].endswith(":" + own), f"the worker started with {preload}")
+            http_get(f"tcp://127.0.0.1:{port}", f"/child-env?{env_file}")
+            with open(env_file) as f:
+                child = dict(line.rstrip("\n").split("=", 1) for line in f if "=" in line)
+            check(child.get("LD_PRELOAD") == own, f"the child's LD_PRELOAD: {child.get('LD_PRELOAD')}")
+            left = sorted(k for k in child if k.startswith(("BATON_", "LISTEN_", "NOTIFY_")))
+            check(not left, f"the child inherited {left}")
         finally:
             b.cleanup()
 
