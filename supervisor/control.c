@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/queue.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -17,11 +18,21 @@
 #include "log.h"
 #include "unix_server.h"
 
+/* What a client is doing, from its fields: see client_state(). */
+enum client_state {
+	CLIENT_READING,	 /* sending its request: talking, with a deadline */
+	CLIENT_WAITING,	 /* request handed on, no reply yet (reload, retire): no deadline */
+	CLIENT_REPLYING, /* its reply is being written: talking, with a deadline */
+	CLIENT_STREAM,	 /* batonctl events: no deadline, capped */
+};
+
 struct control_client {
 	struct control *ctl;
 	LIST_ENTRY(control_client) link;
 	int fd;
 	sd_event_source *source;
+	sd_event_source *timer; /* the deadline while talking; off while waiting or streaming */
+	uint64_t seq;		/* order of arrival: the oldest talking one makes room */
 	char in[CONTROL_REQUEST_MAX + 1];
 	size_t in_len;
 	bool asked; /* the request line was handed to the callback */
@@ -42,7 +53,17 @@ struct control {
 	void *userdata;
 	LIST_HEAD(, control_client) clients;
 	unsigned n_clients;
+	uint64_t next_seq;
 };
+
+static enum client_state client_state(const struct control_client *cl)
+{
+	if (cl->fill)
+		return CLIENT_STREAM;
+	if (cl->out)
+		return CLIENT_REPLYING;
+	return cl->asked ? CLIENT_WAITING : CLIENT_READING;
+}
 
 static void client_free(struct control_client *cl)
 {
@@ -53,9 +74,38 @@ static void client_free(struct control_client *cl)
 	c->n_clients--;
 	unix_server_client_gone(c->server);
 	sd_event_source_disable_unref(cl->source);
+	sd_event_source_disable_unref(cl->timer);
 	close_fdp(&cl->fd);
 	free(cl->out);
 	free(cl);
+}
+
+/* The client's deadline from now, or none (usec 0). */
+static void client_deadline(struct control_client *cl, uint64_t usec)
+{
+	uint64_t now = 0;
+
+	if (usec == 0) {
+		(void)sd_event_source_set_enabled(cl->timer, SD_EVENT_OFF);
+		return;
+	}
+	(void)sd_event_now(cl->ctl->event, CLOCK_MONOTONIC, &now);
+	(void)sd_event_source_set_time(cl->timer, now + usec);
+	(void)sd_event_source_set_enabled(cl->timer, SD_EVENT_ONESHOT);
+}
+
+static int on_deadline(sd_event_source *s, uint64_t usec, void *userdata)
+{
+	struct control_client *cl = userdata;
+
+	(void)s;
+	(void)usec;
+	/* Per connection, so debug only: a peer that loops on connect() must not flood the log. */
+	log_debug("control: pid %d: closing: %s", (int)cl->pid,
+		  client_state(cl) == CLIENT_READING ? "no whole request in time"
+						     : "reply not taken in time");
+	client_free(cl);
+	return 0;
 }
 
 /*
@@ -161,22 +211,111 @@ static int on_client(sd_event_source *s, int fd, uint32_t revents, void *userdat
 	}
 	*nl = '\0';
 	cl->asked = true;
+	/* Waiting unless fn replies (a reply deadline) or streams: cl may be gone after fn. */
+	client_deadline(cl, 0);
 	log_debug("control: pid %d uid %u: %s", (int)cl->pid, (unsigned)cl->uid, cl->in);
 	cl->ctl->fn(cl->ctl->userdata, cl, cl->in);
 	return 0;
 }
 
-/* Consumes fd. Only root and our own uid may talk to batond. */
+/* Bytes the client sent that we have not read yet (0 if unknown). */
+static int unread_bytes(const struct control_client *cl)
+{
+	int n = 0;
+
+	return ioctl(cl->fd, FIONREAD, &n) < 0 ? 0 : n;
+}
+
+/*
+ * The talking client to close for a newcomer: the oldest one that sent nothing we have not
+ * read (idle), else the oldest still reading, else the oldest taking its reply; NULL if none
+ * is talking. A batonctl that just sent its request has bytes waiting: it is not taken first.
+ */
+static struct control_client *make_room_victim(struct control *c)
+{
+	struct control_client *idle = NULL, *reading = NULL, *replying = NULL;
+	struct control_client *cl;
+
+	LIST_FOREACH(cl, &c->clients, link)
+	{
+		switch (client_state(cl)) {
+		case CLIENT_READING:
+			if (!reading || cl->seq < reading->seq)
+				reading = cl;
+			if (unread_bytes(cl) == 0 && (!idle || cl->seq < idle->seq))
+				idle = cl;
+			break;
+		case CLIENT_REPLYING:
+			if (!replying || cl->seq < replying->seq)
+				replying = cl;
+			break;
+		default:
+			break;
+		}
+	}
+	return idle ? idle : reading ? reading : replying;
+}
+
+/* Counts talking clients and streams. */
+static void count_clients(const struct control *c, unsigned *ret_talking, unsigned *ret_streams)
+{
+	const struct control_client *cl;
+	unsigned talking = 0, streams = 0;
+
+	LIST_FOREACH(cl, &c->clients, link)
+	{
+		enum client_state st = client_state(cl);
+
+		talking += st == CLIENT_READING || st == CLIENT_REPLYING;
+		streams += st == CLIENT_STREAM;
+	}
+	*ret_talking = talking;
+	*ret_streams = streams;
+}
+
+/* Best effort, for a newcomer we cannot take: it learns why, if it reads. */
+static void refuse_busy(int fd, const struct control *c)
+{
+	char line[128];
+	int n = snprintf(line, sizeof(line),
+			 "failed batond is busy: %u clients wait for an outcome or stream "
+			 "events; try again\n",
+			 c->n_clients);
+
+	if (n > 0)
+		(void)send(fd, line, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT);
+}
+
+/*
+ * Consumes fd. Only root and our own uid may talk to batond. Makes room first: a newcomer
+ * always gets in while someone is merely talking, so idle connections cannot lock it out.
+ */
 static bool on_accept(void *userdata, int fd_in, const struct ucred *cred)
 {
 	_cleanup_close_ int fd = fd_in;
 	struct control *c = userdata;
 	struct control_client *cl;
+	unsigned talking, streams;
+	uint64_t now = 0;
 
-	if (cred->uid != 0 && cred->uid != getuid()) {
+	if (cred->uid != 0 && cred->uid != geteuid()) {
 		log_warning("control: refusing pid %d uid %u (only root and uid %u)",
-			    (int)cred->pid, (unsigned)cred->uid, (unsigned)getuid());
+			    (int)cred->pid, (unsigned)cred->uid, (unsigned)geteuid());
 		return false;
+	}
+	count_clients(c, &talking, &streams);
+	if (talking >= CONTROL_MAX_TALKING || c->n_clients >= CONTROL_MAX_CLIENTS) {
+		cl = make_room_victim(c);
+		if (!cl) {
+			refuse_busy(fd, c);
+			log_debug("control: pid %d: refused, every slot waits or streams",
+				  (int)cred->pid);
+			return false;
+		}
+		log_debug("control: pid %d: closing the oldest talking connection (pid %d) to "
+			  "make room",
+			  (int)cred->pid, (int)cl->pid);
+		client_free(cl);
 	}
 	cl = calloc(1, sizeof(*cl));
 	if (!cl) {
@@ -186,8 +325,13 @@ static bool on_accept(void *userdata, int fd_in, const struct ucred *cred)
 	cl->ctl = c;
 	cl->uid = cred->uid;
 	cl->pid = cred->pid;
-	if (sd_event_add_io(c->event, &cl->source, fd, EPOLLIN, on_client, cl) < 0) {
+	cl->seq = c->next_seq++;
+	(void)sd_event_now(c->event, CLOCK_MONOTONIC, &now);
+	if (sd_event_add_io(c->event, &cl->source, fd, EPOLLIN, on_client, cl) < 0 ||
+	    sd_event_add_time(c->event, &cl->timer, CLOCK_MONOTONIC,
+			      now + CONTROL_REQUEST_TIMEOUT_USEC, 0, on_deadline, cl) < 0) {
 		log_warning("control: watch pid %d, closing", (int)cred->pid);
+		sd_event_source_disable_unref(cl->source);
 		free(cl);
 		return false;
 	}
@@ -212,6 +356,7 @@ void control_reply(struct control_client *cl, const char *text)
 	}
 	memcpy(cl->out, text, n);
 	cl->out_len = n;
+	client_deadline(cl, CONTROL_REPLY_TIMEOUT_USEC);
 	if (client_write(cl) < 0)
 		client_free(cl);
 }
@@ -273,8 +418,20 @@ int control_stream_write(struct control_client *cl, const char *text, size_t len
 void control_stream_start(struct control_client *cl, const char *first, control_fill_fn fill,
 			  void *userdata)
 {
+	unsigned talking, streams;
+	char reply[96];
+
 	if (cl->out || cl->fill)
 		return;
+	count_clients(cl->ctl, &talking, &streams);
+	if (streams >= CONTROL_MAX_STREAMS) {
+		(void)snprintf(reply, sizeof(reply), "failed too many event streams (at most %d)\n",
+			       CONTROL_MAX_STREAMS);
+		control_reply(cl, reply);
+		return;
+	}
+	/* Silent by design from here on: no deadline, the cap above bounds them. */
+	client_deadline(cl, 0);
 	cl->fill = fill;
 	cl->fill_data = userdata;
 	if (control_stream_write(cl, first, strlen(first)) < 0 || client_write(cl) < 0)
@@ -310,7 +467,8 @@ int control_new(sd_event *e, const char *path, int listen_fd, control_request_fn
 		.type = SOCK_STREAM,
 		.mode = 0600,
 		.backlog = CONTROL_MAX_CLIENTS,
-		.max_clients = CONTROL_MAX_CLIENTS,
+		/* One over ours: on_accept() makes room or refuses, so accepting never stops. */
+		.max_clients = CONTROL_MAX_CLIENTS + 1,
 		.adopt_fd = listen_fd,
 		.label = label,
 		.accept = on_accept,

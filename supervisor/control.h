@@ -8,11 +8,22 @@
 
 #include <systemd/sd-event.h>
 
-#define CONTROL_MAX_CLIENTS  32		 /* connections at once; more wait in the backlog */
-#define CONTROL_REQUEST_MAX  1024	 /* bytes of one request line */
-#define CONTROL_REPLY_MAX    (4 << 20)	 /* bytes of one reply */
-#define CONTROL_STREAM_MAX   (32 * 1024) /* bytes a stream client may have unsent */
-#define CONTROL_NAME_DEFAULT "batond"	 /* NAME in the default path NAME.sock */
+/*
+ * Fair limits (docs/DESIGN.md, "The control socket"): no kind of client can take every slot.
+ * Clients still sending their request or taking their reply are "talking": each has a deadline,
+ * and a new connection that finds CONTROL_MAX_TALKING of them closes the oldest (an idle one
+ * first). Clients waiting for an outcome (reload, retire) and streams (events) have no deadline;
+ * streams are capped, and a connection that finds every slot taken by those two is told so.
+ */
+#define CONTROL_MAX_CLIENTS	     64		       /* connections at once, of every kind */
+#define CONTROL_MAX_TALKING	     32		       /* ... sending a request or taking a reply */
+#define CONTROL_MAX_STREAMS	     16		       /* ... batonctl events streams */
+#define CONTROL_REQUEST_TIMEOUT_USEC (5 * 1000 * 1000) /* connect to a whole request line */
+#define CONTROL_REPLY_TIMEOUT_USEC   (10 * 1000 * 1000) /* to take a whole reply */
+#define CONTROL_REQUEST_MAX	     1024		/* bytes of one request line */
+#define CONTROL_REPLY_MAX	     (4 << 20)		/* bytes of one reply */
+#define CONTROL_STREAM_MAX	     (32 * 1024)	/* bytes a stream client may have unsent */
+#define CONTROL_NAME_DEFAULT	     "batond"		/* NAME in the default path NAME.sock */
 
 struct control;
 struct control_client;
@@ -22,8 +33,8 @@ typedef void (*control_request_fn)(void *userdata, struct control_client *c, con
 
 /*
  * Listens on the Unix socket path (0600, replaced only if stale) or adopts listen_fd if it is
- * >= 0 (after an upgrade). Peers must be root or our own uid (SO_PEERCRED). Returns 0 and
- * *ret, or a negative errno.
+ * >= 0 (after an upgrade). Peers must be root or our own effective uid (SO_PEERCRED); a worker
+ * that runs as another user (--user) is refused. Returns 0 and *ret, or a negative errno.
  */
 int control_new(sd_event *e, const char *path, int listen_fd, control_request_fn fn, void *userdata,
 		struct control **ret);
@@ -45,7 +56,7 @@ typedef void (*control_fill_fn)(void *userdata, struct control_client *c);
  * called whenever all before has been written, until it adds nothing; control_stream_kick()
  * asks again. Writes never block: a client that reads slowly is simply asked less often. The
  * client stays until it hangs up or control_free(); it is not "waiting" for
- * control_foreach_waiting().
+ * control_foreach_waiting(). Past CONTROL_MAX_STREAMS streams, c gets a "failed" reply instead.
  */
 void control_stream_start(struct control_client *c, const char *first, control_fill_fn fill,
 			  void *userdata);

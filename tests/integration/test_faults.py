@@ -3,9 +3,14 @@
 environment, of its workers and of strangers. The long cases are tests/soak (make soak);
 docs/RELIABILITY.md lists every scenario with the test that covers it."""
 import os
+import socket
+import subprocess
 import tempfile
 
-from harness import Batond, check
+from harness import DEADLINE, Batond, bin_path, check, wait_for
+
+HTTPD = bin_path("example-httpd")
+IDLE_CONNECTIONS = 100  # silent connections to the control socket: over every limit it has
 
 NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
 
@@ -62,3 +67,45 @@ def test_an_unusable_runtime_directory_exits_2_and_starts_no_worker():
                 check(not os.path.exists(mark), "a worker was started")
             finally:
                 b.cleanup()
+
+
+def connect_unix(path):
+    """A connection to path once its backlog has room (within DEADLINE), then blocking reads."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.setblocking(False)
+    wait_for(lambda: s.connect_ex(path) == 0, f"room in the backlog of {path}")
+    s.settimeout(DEADLINE)
+    return s
+
+
+def ctl(b, *args, timeout=60):
+    """batonctl against b's control socket; a hang fails the test (TimeoutExpired)."""
+    p = subprocess.run([bin_path("batonctl"), "-c", b.control(), *args], capture_output=True,
+                       text=True, timeout=timeout)
+    return p.returncode, p.stdout + p.stderr
+
+
+def test_idle_connections_to_the_control_socket_do_not_lock_batonctl_out():
+    """Any process of batond's uid (every worker, by default) could open 32 connections and
+    say nothing: batonctl then hung for ever. Now the oldest idle connection makes room, and
+    each one is closed when it sends no whole request within 5 s."""
+    b = Batond(["-l", "127.0.0.1:0"], [HTTPD])
+    idle = []
+    try:
+        b.wait_log(r"generation 1: 1/1 workers ready")
+        for _ in range(IDLE_CONNECTIONS):
+            idle.append(connect_unix(b.control()))
+        rc, out = ctl(b, "status")
+        check(rc == 0 and "generation 1" in out, f"status: {rc} {out}")
+        rc, out = ctl(b, "reload")
+        check(rc == 0 and "reload done" in out, f"reload: {rc} {out}")
+        # The rest are closed at their deadline, whatever they do meanwhile.
+        for s in idle:
+            check(s.recv(1) == b"", "an idle connection got a reply")
+        rc, out = ctl(b, "stop")
+        check(rc == 0 and "stopping" in out, f"stop: {rc} {out}")
+        check(b.wait_exit() == 0, "exit status")
+    finally:
+        for s in idle:
+            s.close()
+        b.cleanup()
