@@ -115,6 +115,8 @@ static void run_spawn(struct batond *b, const struct rollout_action *a)
 		.master_pid = (int)getpid(),
 		.einhorn_sock = b->einhorn ? b->einhorn_path : NULL,
 		.drain_signal = b->cfg.drain_signal,
+		.user = b->cfg.user[0] ? b->cfg.user : NULL,
+		.home = b->cfg.user_home[0] ? b->cfg.user_home : NULL,
 		.gen = a->gen,
 		.index = a->index,
 	};
@@ -129,7 +131,7 @@ static void run_spawn(struct batond *b, const struct rollout_action *a)
 	if (r >= 0) {
 		/* With scm the worker inherits its channel end alone, at fd 3 (BATON_FD). */
 		r = spawn_worker(b->cfg.exec_path, b->cfg.argv, envp, scm ? &wfd : b->listen_fds,
-				 scm ? 1 : b->cfg.n_listeners, &pid);
+				 scm ? 1 : b->cfg.n_listeners, &b->cfg.creds, &pid);
 		envp = spawn_env_free(envp);
 	}
 	/* Ours must go at once: holding the worker's end would hide its exit from the channel. */

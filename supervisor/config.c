@@ -4,6 +4,8 @@
 
 #include <errno.h>
 #include <getopt.h>
+#include <grp.h>
+#include <pwd.h>
 #include <arpa/inet.h>
 #include <limits.h>
 #include <signal.h>
@@ -14,6 +16,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "cleanup.h"
 #include "duration.h"
 #include "log.h"
 #include "fdsock.h"
@@ -23,7 +26,9 @@
 #ifndef BATON_LIBDIR
 #define BATON_LIBDIR "/usr/local/lib/baton"
 #endif
-#define PRELOAD_NAME "libbaton-preload.so"
+#define PRELOAD_NAME	 "libbaton-preload.so"
+#define NSS_BUFFER_START 1024	   /* bytes for getpwnam_r()/getgrnam_r() at first */
+#define NSS_BUFFER_MAX	 (1 << 20) /* bytes we let one passwd or group entry need */
 
 #ifndef BATON_VERSION
 #define BATON_VERSION "0.1.0"
@@ -88,6 +93,11 @@ void config_help(FILE *f)
 		"      --metrics ADDRESS        serve Prometheus metrics at /metrics: "
 		"127.0.0.1:PORT,\n"
 		"                               [::1]:PORT, or unix:/path (see batond(8))\n"
+		"      --user USER              run the workers as USER (a name or uid), with its\n"
+		"                               group and groups; batond must run as root\n"
+		"      --group GROUP            ... and with GROUP (a name or gid) as their group\n"
+		"      --no-new-privs           workers cannot gain privileges through exec\n"
+		"                               (setuid programs, file capabilities)\n"
 		"      --pid-file PATH          write batond's pid to PATH, removed on exit\n"
 		"  -v, --verbose                log debug messages too\n"
 		"  -h, --help                   show this help and exit\n"
@@ -333,6 +343,114 @@ static int duration_option(const char *name, const char *arg, uint64_t *ret)
 	return 0;
 }
 
+/*
+ * getpwnam_r()/getgrnam_r() and the by-id forms report "not found" as 0 with no entry: -ESRCH.
+ * A decimal s is an id. On success *ret_buf holds the entry's strings (the caller frees it).
+ */
+static int lookup_user(const char *s, struct passwd *ret, char **ret_buf)
+{
+	bool numeric = *s >= '0' && *s <= '9' && strspn(s, "0123456789") == strlen(s);
+	size_t size = NSS_BUFFER_START;
+
+	for (;;) {
+		_cleanup_free_ char *buf = malloc(size);
+		struct passwd *p = NULL;
+		unsigned long id;
+		int r;
+
+		if (!buf)
+			return -ENOMEM;
+		errno = 0;
+		id = numeric ? strtoul(s, NULL, 10) : 0;
+		if (numeric && (errno || id >= UINT32_MAX))
+			return -ERANGE;
+		r = numeric ? getpwuid_r((uid_t)id, ret, buf, size, &p)
+			    : getpwnam_r(s, ret, buf, size, &p);
+		if (r == ERANGE && size < NSS_BUFFER_MAX) {
+			size *= 2;
+			continue;
+		}
+		if (r != 0)
+			return -r;
+		if (!p)
+			return -ESRCH;
+		*ret_buf = TAKE_PTR(buf);
+		return 0;
+	}
+}
+
+/* --group GROUP: a name or gid, through --fd-allow's look-up of "@GROUP". */
+static int lookup_group(const char *s, gid_t *ret)
+{
+	_cleanup_free_ char *at = NULL;
+	bool is_group;
+	uid_t unused;
+
+	if (asprintf(&at, "@%s", s) < 0) {
+		at = NULL;
+		return -ENOMEM;
+	}
+	return fdsock_parse_allow(at, &unused, ret, &is_group);
+}
+
+/* --user USER: its uid, primary gid, name and home, from the user database, now. */
+static int user_option(struct config *c, const char *arg)
+{
+	_cleanup_free_ char *buf = NULL;
+	struct passwd pw;
+	int r = lookup_user(arg, &pw, &buf);
+
+	if (r == -ESRCH)
+		return usage_error("invalid --user '%s': no such user", arg);
+	if (r < 0)
+		return usage_error("invalid --user '%s': %s", arg, strerror(-r));
+	if (strlen(pw.pw_name) >= sizeof(c->user) || strlen(pw.pw_dir) >= sizeof(c->user_home))
+		return usage_error("invalid --user '%s': name or home directory too long", arg);
+	strcpy(c->user, pw.pw_name);
+	strcpy(c->user_home, pw.pw_dir);
+	c->creds.set_ids = true;
+	c->creds.uid = pw.pw_uid;
+	c->creds.gid = pw.pw_gid;
+	return 0;
+}
+
+/*
+ * After every option: --user and --group together. The supplementary groups are the user's
+ * (getgrouplist(), as initgroups() would set them in the child, which must not read files);
+ * --group alone keeps batond's uid with that one group. Only root can give workers other ids.
+ */
+static int creds_finish(struct config *c, bool group_given, gid_t group)
+{
+	struct spawn_creds *k = &c->creds;
+	int n = SPAWN_MAX_GROUPS;
+
+	if (!k->set_ids && !group_given)
+		return 0;
+	k->set_ids = true;
+	if (group_given)
+		k->gid = group;
+	if (!c->user[0]) {
+		k->uid = geteuid();
+		k->groups[0] = k->gid;
+		k->n_groups = 1;
+	} else if (getgrouplist(c->user, k->gid, k->groups, &n) < 0) {
+		return usage_error("invalid --user '%s': in more than %d groups", c->user,
+				   SPAWN_MAX_GROUPS);
+	} else {
+		k->n_groups = (size_t)n;
+	}
+	if (geteuid() == 0)
+		return 0;
+	/* Not root: nothing to change is fine (setgroups() would need CAP_SETGID even then). */
+	if (k->uid == geteuid() && k->gid == getegid()) {
+		k->set_ids = false;
+		return 0;
+	}
+	return usage_error("--user/--group: batond runs as uid %u, not root: it cannot start "
+			   "workers as uid %u gid %u",
+			   (unsigned)geteuid(), (unsigned)k->uid, (unsigned)k->gid);
+}
+
 /* Counts a problem (r < 0); the first one's errno is what config_parse() returns. */
 static void count_problem(int r, unsigned *n, int *first)
 {
@@ -441,6 +559,9 @@ int config_parse(int argc, char **argv, struct config *c)
 		OPT_NO_CONTROL,
 		OPT_METRICS,
 		OPT_NOTIFY_SOCKET,
+		OPT_USER,
+		OPT_GROUP,
+		OPT_NO_NEW_PRIVS,
 	};
 	static const struct option options[] = {
 		{ "listen", required_argument, NULL, 'l' },
@@ -464,13 +585,17 @@ int config_parse(int argc, char **argv, struct config *c)
 		{ "pass", required_argument, NULL, OPT_PASS },
 		{ "fd-socket", required_argument, NULL, OPT_FD_SOCKET },
 		{ "fd-allow", required_argument, NULL, OPT_FD_ALLOW },
+		{ "user", required_argument, NULL, OPT_USER },
+		{ "group", required_argument, NULL, OPT_GROUP },
+		{ "no-new-privs", no_argument, NULL, OPT_NO_NEW_PRIVS },
 		{ &UPGRADE_CHECK_OPTION[2], no_argument, NULL, OPT_UPGRADE_CHECK },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
 		{ 0 },
 	};
-	bool upgrade_check = false, drain_signal_given = false;
+	bool upgrade_check = false, drain_signal_given = false, group_given = false;
+	gid_t group = 0;
 	unsigned u, problems = 0;
 	int longindex = 0, first_error = 0;
 	int opt, r;
@@ -643,6 +768,22 @@ int config_parse(int argc, char **argv, struct config *c)
 			c->fdstore = true;
 			r = 0;
 			break;
+		case OPT_USER:
+			r = user_option(c, optarg);
+			break;
+		case OPT_GROUP:
+			r = lookup_group(optarg, &group);
+			if (r == -ESRCH)
+				r = usage_error("invalid --group '%s': no such group", optarg);
+			else if (r < 0)
+				r = usage_error("invalid --group '%s': %s", optarg, strerror(-r));
+			else
+				group_given = true;
+			break;
+		case OPT_NO_NEW_PRIVS:
+			c->creds.no_new_privs = true;
+			r = 0;
+			break;
 		case OPT_PID_FILE:
 			r = *optarg ? 0 : usage_error("invalid --pid-file '': empty path");
 			if (r >= 0)
@@ -703,6 +844,7 @@ int config_parse(int argc, char **argv, struct config *c)
 		c->drain_signal = SIGQUIT;
 	if (c->rollout.batch > c->rollout.n_workers)
 		c->rollout.batch = c->rollout.n_workers;
+	count_problem(creds_finish(c, group_given, group), &problems, &first_error);
 	if (optind >= argc) {
 		count_problem(
 			usage_error("no worker command: batond [OPTIONS] -- COMMAND [ARG]..."),

@@ -9,6 +9,7 @@
 
 #include "listener.h"
 #include "rollout.h"
+#include "spawn.h"
 
 #define CONFIG_MAX_ALLOW     64	  /* --fd-allow entries */
 #define CONFIG_MAX_LISTENERS 1024 /* listeners; workers get fds 3..1026 (batond raises its limit) */
@@ -50,6 +51,9 @@ struct config {
 	size_t n_fd_allow_uids;
 	gid_t fd_allow_gids[CONFIG_MAX_ALLOW];
 	size_t n_fd_allow_gids;
+	struct spawn_creds creds; /* --user, --group, --no-new-privs, resolved */
+	char user[256];		  /* --user's name from the user database, or "" */
+	char user_home[4096];	  /* ... and its home directory */
 };
 
 enum {

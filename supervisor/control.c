@@ -54,6 +54,8 @@ struct control {
 	LIST_HEAD(, control_client) clients;
 	unsigned n_clients;
 	uint64_t next_seq;
+	bool has_also_uid; /* control_allow_uid(): */
+	uid_t also_uid;	   /* ... one more uid admitted, beside root and ours */
 };
 
 static enum client_state client_state(const struct control_client *cl)
@@ -298,7 +300,8 @@ static bool on_accept(void *userdata, int fd_in, const struct ucred *cred)
 	unsigned talking, streams;
 	uint64_t now = 0;
 
-	if (cred->uid != 0 && cred->uid != geteuid()) {
+	if (cred->uid != 0 && cred->uid != geteuid() &&
+	    !(c->has_also_uid && cred->uid == c->also_uid)) {
 		log_warning("control: refusing pid %d uid %u (only root and uid %u)",
 			    (int)cred->pid, (unsigned)cred->uid, (unsigned)geteuid());
 		return false;
@@ -450,6 +453,12 @@ void control_stream_kick(struct control *c)
 			client_free(cl);
 		cl = next;
 	}
+}
+
+void control_allow_uid(struct control *c, uid_t uid)
+{
+	c->has_also_uid = true;
+	c->also_uid = uid;
 }
 
 int control_fd(const struct control *c)

@@ -39,6 +39,9 @@ typedef void (*control_request_fn)(void *userdata, struct control_client *c, con
 int control_new(sd_event *e, const char *path, int listen_fd, control_request_fn fn, void *userdata,
 		struct control **ret);
 
+/* Also admits peers of uid: einhorn's socket, which workers running as --user must reach. */
+void control_allow_uid(struct control *c, uid_t uid);
+
 /* Closes every client and the socket; removes the socket file unless keep_file. */
 struct control *control_free(struct control *c, bool keep_file);
 

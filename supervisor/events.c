@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -357,6 +358,58 @@ static int private_dir(struct batond *b)
 	return 0;
 }
 
+/* Whether the worker's ids may search a directory of this stat, by its mode bits. */
+static bool may_search(const struct stat *st, const struct spawn_creds *k)
+{
+	if (st->st_uid == k->uid)
+		return st->st_mode & S_IXUSR;
+	for (size_t i = 0; i < k->n_groups; i++)
+		if (k->groups[i] == st->st_gid)
+			return st->st_mode & S_IXGRP;
+	if (st->st_gid == k->gid)
+		return st->st_mode & S_IXGRP;
+	return st->st_mode & S_IXOTH;
+}
+
+/*
+ * --user: workers that run as another user must reach our socket at path. The file becomes
+ * theirs (its mode stays 0600: still nobody else), and a private directory of ours lets them
+ * through (0711: no listing). A directory that is not ours (the control socket's) must be
+ * searchable by them already: batond(8) says so. Returns 0 or -errno.
+ */
+static int share_with_workers(struct batond *b, const char *path)
+{
+	const struct spawn_creds *k = &b->cfg.creds;
+	char dir[PATH_MAX];
+	char *slash;
+
+	if (!k->set_ids || k->uid == geteuid())
+		return 0;
+	if (b->private_dir[0] && chmod(b->private_dir, 0711) < 0)
+		return -errno;
+	if (chown(path, k->uid, k->gid) < 0)
+		return -errno;
+	/* The mode bits of every directory above (ACLs are not read): a warning, not a verdict. */
+	if (strlen(path) >= sizeof(dir))
+		return 0;
+	strcpy(dir, path);
+	while ((slash = strrchr(dir, '/')) && slash != dir) {
+		struct stat st;
+
+		*slash = '\0';
+		if (stat(dir, &st) == 0 && !may_search(&st, k)) {
+			log_warning(
+				"%s: uid %u cannot search %s (mode %04o, uid %u gid %u): workers "
+				"of --user will not reach it; give batond a directory they can "
+				"search",
+				path, (unsigned)k->uid, dir, (unsigned)(st.st_mode & 07777),
+				(unsigned)st.st_uid, (unsigned)st.st_gid);
+			break;
+		}
+	}
+	return 0;
+}
+
 /*
  * Where a socket of ours called what goes: beside the control socket ("PATH.what"), or in a
  * private directory of our own if there is none (its path may be another batond's, and so
@@ -418,6 +471,13 @@ static int notify_socket_open(struct batond *b)
 		b->notify_dev = st.st_dev;
 		b->notify_ino = st.st_ino;
 	}
+	/* After an upgrade the file already is the workers'. */
+	if (b->notify_owns_path && !b->adopted) {
+		r = share_with_workers(b, b->notify_address);
+		if (r < 0)
+			return log_error_errno(r, "notify socket %s: give it to uid %u",
+					       b->notify_address, (unsigned)b->cfg.creds.uid);
+	}
 	return 0;
 }
 
@@ -441,6 +501,13 @@ static int einhorn_open(struct batond *b)
 		b->exit_code = 2; /* a path beside the control socket's that we cannot have */
 		return log_error_errno(r, "einhorn socket %s", b->einhorn_path);
 	}
+	/* Workers are einhorn's clients: with --user they are of another uid. */
+	if (b->cfg.creds.set_ids)
+		control_allow_uid(b->einhorn, b->cfg.creds.uid);
+	r = share_with_workers(b, b->einhorn_path);
+	if (r < 0)
+		return log_error_errno(r, "einhorn socket %s: give it to uid %u", b->einhorn_path,
+				       (unsigned)b->cfg.creds.uid);
 	return 0;
 }
 

@@ -15,6 +15,7 @@
 #include <stdint.h>
 #include <sched.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -68,6 +69,13 @@ static bool dropped(const char *kv)
 		if (strncmp(kv, drop_prefixes[i], strlen(drop_prefixes[i])) == 0)
 			return true;
 	return false;
+}
+
+/* The variables that say who the process runs as: replaced for a worker of another user. */
+static bool is_users(const char *kv)
+{
+	return strncmp(kv, "USER=", 5) == 0 || strncmp(kv, "LOGNAME=", 8) == 0 ||
+	       strncmp(kv, "HOME=", 5) == 0;
 }
 
 char **spawn_env_free(char **envp)
@@ -231,7 +239,7 @@ int spawn_env_build(char *const *base, const struct spawn_env *e, char ***ret_en
 	if (!envp)
 		return -ENOMEM;
 	for (size_t i = 0; i < n_base; i++) {
-		if (dropped(base[i]))
+		if (dropped(base[i]) || (e->user && is_users(base[i])))
 			continue;
 		if (e->preload && strncmp(base[i], "LD_PRELOAD=", strlen("LD_PRELOAD=")) == 0) {
 			preload_base = base[i] + strlen("LD_PRELOAD=");
@@ -263,6 +271,13 @@ int spawn_env_build(char *const *base, const struct spawn_env *e, char ***ret_en
 		r = push_nginx(envp, &n, e);
 	if (r >= 0 && e->notify_socket)
 		r = pushf(envp, &n, "NOTIFY_SOCKET=%s", e->notify_socket);
+	/* As login(1) and systemd's User= do: the worker is that user, its home is its own. */
+	if (r >= 0 && e->user)
+		r = pushf(envp, &n, "USER=%s", e->user);
+	if (r >= 0 && e->user)
+		r = pushf(envp, &n, "LOGNAME=%s", e->user);
+	if (r >= 0 && e->user && e->home)
+		r = pushf(envp, &n, "HOME=%s", e->home);
 	if (r >= 0)
 		r = pushf(envp, &n, "BATON_GENERATION=%u", e->gen);
 	if (r >= 0)
@@ -331,7 +346,6 @@ void spawn_raise_fd_limit(void)
 	}
 }
 
-/* Runs in the child between fork() and exec(): async-signal-safe calls only. Never returns. */
 /* What the child needs; it shares batond's memory (CLONE_VM) until its execve(). */
 struct child_args {
 	const char *path;
@@ -339,11 +353,36 @@ struct child_args {
 	char **envp;
 	const int *fds;
 	size_t n_fds;
+	const struct spawn_creds *creds;
 	int err; /* the child's errno if it failed before or at execve(), written in place */
 };
 
+/*
+ * The worker's user, group and groups, then no_new_privs: last, after everything that needs
+ * batond's privileges. Raw system calls: they change exactly the calling task, the child,
+ * where glibc's wrappers would also signal every thread of batond's, whose memory the child
+ * shares (CLONE_VM). setresuid() away from uid 0 clears every capability, ambient ones
+ * included. Returns 0 or -errno.
+ */
+static int child_creds(const struct spawn_creds *c)
+{
+	if (!c)
+		return 0;
+	if (c->set_ids) {
+		if (syscall(SYS_setgroups, c->n_groups, c->groups) < 0 ||
+		    syscall(SYS_setresgid, c->gid, c->gid, c->gid) < 0 ||
+		    syscall(SYS_setresuid, c->uid, c->uid, c->uid) < 0)
+			return -errno;
+	}
+	if (c->no_new_privs && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
+		return -errno;
+	return 0;
+}
+
+/* Runs in the child between clone() and exec(): async-signal-safe calls only. Never returns. */
 static void __attribute__((noreturn))
-child(const char *path, char *const *argv, char **envp, const int *fds, size_t n_fds, int *ret_err)
+child(const char *path, char *const *argv, char **envp, const int *fds, size_t n_fds,
+      const struct spawn_creds *creds, int *ret_err)
 {
 	int moved[SPAWN_MAX_FDS];
 	int target_end = 3 + (int)n_fds;
@@ -392,6 +431,8 @@ child(const char *path, char *const *argv, char **envp, const int *fds, size_t n
 					      : rl.rlim_max;
 		(void)setrlimit(RLIMIT_NOFILE, &rl);
 	}
+	if (child_creds(creds) < 0)
+		goto fail;
 	{
 		char *env[SPAWN_CHILD_ENV_MAX + 1];
 		char listen_pid[sizeof(LISTEN_PID_PREFIX) + PID_DIGITS_MAX];
@@ -414,12 +455,12 @@ static int child_main(void *arg)
 {
 	struct child_args *a = arg;
 
-	child(a->path, a->argv, a->envp, a->fds, a->n_fds, &a->err);
+	child(a->path, a->argv, a->envp, a->fds, a->n_fds, a->creds, &a->err);
 }
 #endif
 
 int spawn_worker(const char *path, char *const *argv, char **envp, const int *fds, size_t n_fds,
-		 pid_t *ret_pid)
+		 const struct spawn_creds *creds, pid_t *ret_pid)
 {
 	/*
 	 * The child runs on this frame's array while batond is suspended (CLONE_VFORK): fork()'s
@@ -430,7 +471,13 @@ int spawn_worker(const char *path, char *const *argv, char **envp, const int *fd
 	 */
 	_Alignas(16) char stack[SPAWN_CHILD_STACK];
 	struct child_args a = {
-		.path = path, .argv = argv, .envp = envp, .fds = fds, .n_fds = n_fds, .err = 0
+		.path = path,
+		.argv = argv,
+		.envp = envp,
+		.fds = fds,
+		.n_fds = n_fds,
+		.creds = creds,
+		.err = 0,
 	};
 	pid_t pid;
 
@@ -455,7 +502,7 @@ int spawn_worker(const char *path, char *const *argv, char **envp, const int *fd
 
 		pid = (pid_t)syscall(SYS_clone, CLONE_VFORK | SIGCHLD, NULL, NULL, NULL, 0);
 		if (pid == 0)
-			child(path, argv, envp, fds, n_fds, shared);
+			child(path, argv, envp, fds, n_fds, creds, shared);
 		clone_err = errno;
 		a.err = *shared;
 		(void)munmap(shared, sizeof(int));

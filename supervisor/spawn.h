@@ -2,12 +2,27 @@
 /* spawn.h - fork/exec a worker with its listeners at fds 3.. and a clean process state. */
 #pragma once
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <sys/types.h>
 
 #include "listener.h"
 
-#define SPAWN_MAX_FDS 1024 /* fds passed to one worker: 3..1026 */
+#define SPAWN_MAX_FDS	 1024 /* fds passed to one worker: 3..1026 */
+#define SPAWN_MAX_GROUPS 1024 /* supplementary groups of a worker's user */
+
+/*
+ * What a worker runs as (--user, --group, --no-new-privs), resolved from names before any fork:
+ * the child only makes system calls with it.
+ */
+struct spawn_creds {
+	bool set_ids; /* take uid, gid and groups below; otherwise keep batond's */
+	uid_t uid;
+	gid_t gid;
+	size_t n_groups; /* supplementary groups, as initgroups() would set them */
+	gid_t groups[SPAWN_MAX_GROUPS];
+	bool no_new_privs; /* PR_SET_NO_NEW_PRIVS: no exec gains privileges (setuid, file caps) */
+};
 
 /* What a worker's environment says about itself; strings are copied. */
 struct spawn_env {
@@ -20,6 +35,8 @@ struct spawn_env {
 	int master_pid;		  /* batond's pid, for EINHORN_MASTER_PID */
 	const char *einhorn_sock; /* EINHORN_SOCK_PATH, or NULL */
 	int drain_signal;	  /* BATON_DRAIN_SIGNAL (its name, no SIG); 0: not set */
+	const char *user;	  /* --user: USER and LOGNAME become this, or NULL: batond's */
+	const char *home;	  /* --user: HOME becomes this, or NULL: batond's */
 };
 
 /* Hand-off formats (--pass); several may be combined. */
@@ -43,7 +60,8 @@ void spawn_server_starter_key(const struct listener *l, char *buf, size_t size);
  * describe batond's own inheritance (LISTEN_FDS, LISTEN_PID, LISTEN_FDNAMES, NOTIFY_SOCKET,
  * WATCHDOG_USEC, WATCHDOG_PID, FDSTORE, BATON_*), plus LISTEN_FDS,
  * LISTEN_PID (a placeholder the child fills with its own pid), LISTEN_FDNAMES, NOTIFY_SOCKET,
- * BATON_GENERATION, BATON_WORKER and, with e->preload, LD_PRELOAD. Returns 0 with a NULL-terminated array the caller frees with
+ * BATON_GENERATION, BATON_WORKER, with e->preload LD_PRELOAD, and with e->user USER, LOGNAME
+ * and HOME (replacing batond's). Returns 0 with a NULL-terminated array the caller frees with
  * spawn_env_free(), or -ENOMEM / -E2BIG.
  */
 int spawn_env_build(char *const *base, const struct spawn_env *e, char ***ret_envp);
@@ -52,11 +70,13 @@ char **spawn_env_free(char **envp);
 /*
  * Forks and execs path with argv and envp. In the child: default signal mask and dispositions,
  * its own process group, fds[i] at 3+i without CLOEXEC, every other fd above 2 closed, LISTEN_PID
- * set to its pid. Returns 0 and *ret_pid once the exec happened, or a negative errno if fork
- * or exec failed (the child, if any, is reaped). Owns nothing; every fd stays the caller's.
+ * set to its pid, then creds (NULL: none): groups, gid, uid, no_new_privs, last before exec.
+ * Returns 0 and *ret_pid once the exec happened, or a negative errno if fork, a credential
+ * change or exec failed (the child, if any, is reaped). Owns nothing; every fd stays the
+ * caller's.
  */
 int spawn_worker(const char *path, char *const *argv, char **envp, const int *fds, size_t n_fds,
-		 pid_t *ret_pid);
+		 const struct spawn_creds *creds, pid_t *ret_pid);
 
 /*
  * Raises batond's own soft RLIMIT_NOFILE to the hard limit (it holds every listener, a channel

@@ -166,6 +166,62 @@ START_TEST(every_option_is_parsed)
 }
 END_TEST
 
+START_TEST(user_and_group_are_resolved_from_names_or_ids_when_parsed)
+{
+	_cleanup_free_ struct config *c = config_alloc();
+	_cleanup_free_ struct args *a = NULL;
+
+	ck_assert_msg(geteuid() == 0, "--user needs root: run the unit tests as root");
+	ck_assert_int_eq(parse(ARGV("--user", "nobody", "-l", "127.0.0.1:0", "true"), c, &a),
+			 CONFIG_RUN);
+	ck_assert(c->creds.set_ids);
+	ck_assert_uint_eq(c->creds.uid, 65534);
+	ck_assert_uint_eq(c->creds.gid, 65534);
+	ck_assert_str_eq(c->user, "nobody");
+	ck_assert_str_eq(c->user_home, "/nonexistent");
+	ck_assert_uint_ge(c->creds.n_groups, 1);
+	ck_assert_uint_eq(c->creds.groups[0], 65534);
+	ck_assert(!c->creds.no_new_privs);
+	free(a);
+
+	/* A uid, another primary group by name, and no new privileges. */
+	ck_assert_int_eq(parse(ARGV("--user", "0", "--group", "nogroup", "--no-new-privs", "-l",
+				    "127.0.0.1:0", "true"),
+			       c, &a),
+			 CONFIG_RUN);
+	ck_assert_uint_eq(c->creds.uid, 0);
+	ck_assert_uint_eq(c->creds.gid, 65534);
+	ck_assert_str_eq(c->user, "root");
+	ck_assert(c->creds.no_new_privs);
+	free(a);
+
+	/* --group alone: batond's uid, that one group. */
+	ck_assert_int_eq(parse(ARGV("--group", "65534", "-l", "127.0.0.1:0", "true"), c, &a),
+			 CONFIG_RUN);
+	ck_assert(c->creds.set_ids);
+	ck_assert_uint_eq(c->creds.uid, 0);
+	ck_assert_uint_eq(c->creds.gid, 65534);
+	ck_assert_uint_eq(c->creds.n_groups, 1);
+	ck_assert_str_eq(c->user, "");
+	free(a);
+
+	/* Neither: nothing changes in the child. */
+	ck_assert_int_eq(parse(ARGV("-l", "127.0.0.1:0", "true"), c, &a), CONFIG_RUN);
+	ck_assert(!c->creds.set_ids && !c->creds.no_new_privs);
+}
+END_TEST
+
+START_TEST(an_unknown_user_or_group_is_refused)
+{
+	assert_refused(ARGV("--user", "no-such-user-baton", "-l", "127.0.0.1:0", "true"), -EINVAL);
+	assert_refused(ARGV("--user", "4000000000", "-l", "127.0.0.1:0", "true"), -EINVAL);
+	assert_refused(ARGV("--group", "no-such-group-baton", "-l", "127.0.0.1:0", "true"),
+		       -EINVAL);
+	assert_refused(ARGV("--user", "", "-l", "127.0.0.1:0", "true"), -EINVAL);
+	assert_refused(ARGV("--user", "-l", "127.0.0.1:0", "true"), -EINVAL);
+}
+END_TEST
+
 START_TEST(ready_none_and_explicit_notify_are_accepted)
 {
 	_cleanup_free_ struct config *c = config_alloc();
@@ -640,6 +696,8 @@ Suite *config_suite(void)
 	tcase_set_timeout(tc, UNIT_TIMEOUT_SEC);
 	tcase_add_test(tc, minimal_command_line_runs_with_the_defaults);
 	tcase_add_test(tc, every_option_is_parsed);
+	tcase_add_test(tc, user_and_group_are_resolved_from_names_or_ids_when_parsed);
+	tcase_add_test(tc, an_unknown_user_or_group_is_refused);
 	tcase_add_test(tc, ready_none_and_explicit_notify_are_accepted);
 	tcase_add_test(tc, command_without_double_dash_keeps_its_own_options);
 	tcase_add_test(tc, batch_larger_than_the_workers_is_clamped);

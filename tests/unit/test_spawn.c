@@ -145,7 +145,7 @@ static int run_and_wait(char *const *argv, char **envp, const int *fds, size_t n
 	pid_t pid = PID_POISON;
 	int status;
 
-	if (spawn_worker(argv[0], argv, envp, fds, n_fds, &pid) < 0)
+	if (spawn_worker(argv[0], argv, envp, fds, n_fds, NULL, &pid) < 0)
 		return 101;
 	if (ret_pid)
 		*ret_pid = pid;
@@ -324,6 +324,28 @@ START_TEST(env_drops_inherited_activation_variables_and_adds_the_workers_own)
 	ck_assert_str_ne(pid, "1");
 	ck_assert_uint_ge(strlen(pid), PID_MAX_DIG);
 	ck_assert_ptr_null(spawn_env_free(envp));
+}
+END_TEST
+
+START_TEST(env_for_another_user_names_that_user_and_its_home)
+{
+	static const char *const base_list[] = {
+		"USER=root", "LOGNAME=root", "HOME=/root", "PATH=/bin", "USERNAME=keep", NULL,
+	};
+	char **base = strv_new(base_list);
+	const struct spawn_env e = { .user = "nobody", .home = "/nonexistent" };
+	char **envp = NULL;
+
+	ck_assert_int_eq(spawn_env_build(base, &e, &envp), 0);
+	ck_assert_str_eq(env_get(envp, "USER"), "nobody");
+	ck_assert_str_eq(env_get(envp, "LOGNAME"), "nobody");
+	ck_assert_str_eq(env_get(envp, "HOME"), "/nonexistent");
+	ck_assert_str_eq(env_get(envp, "USERNAME"), "keep");
+	ck_assert_str_eq(env_get(envp, "PATH"), "/bin");
+	/* Each once: batond's own values are gone, not shadowed (2 kept, LISTEN_* 3, ours 5). */
+	ck_assert_uint_eq(strv_length(envp), 10);
+	spawn_env_free(envp);
+	spawn_env_free(base);
 }
 END_TEST
 
@@ -630,7 +652,7 @@ static void assert_spawn_fails(const char *path, int error)
 	pid_t pid = PID_POISON;
 	int r;
 
-	r = spawn_worker(path, argv, envp, NULL, 0, &pid);
+	r = spawn_worker(path, argv, envp, NULL, 0, NULL, &pid);
 	ck_assert_msg(r == error, "spawn_worker(%s) = %d (%s), expected %d (%s)", path, r,
 		      strerror(-r), error, strerror(-error));
 	ck_assert_int_eq(pid, PID_POISON);
@@ -664,6 +686,85 @@ START_TEST(a_directory_or_non_executable_file_fails_with_eacces)
 }
 END_TEST
 
+/* Runs /bin/sh -c script with creds; returns its exit status. */
+static int run_with_creds(const char *script, const struct spawn_creds *creds)
+{
+	char sh[] = "/bin/sh", dash_c[] = "-c", name[] = "worker";
+	char *argv[] = { sh, dash_c, (char *)script, name, NULL };
+	char *envp[] = { NULL };
+	pid_t pid = PID_POISON;
+	int status;
+
+	ck_assert_int_eq(spawn_worker(argv[0], argv, envp, NULL, 0, creds, &pid), 0);
+	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+	ck_assert(WIFEXITED(status));
+	return WEXITSTATUS(status);
+}
+
+START_TEST(a_worker_runs_with_the_uid_gid_and_groups_given_and_no_capability)
+{
+	struct spawn_creds k = {
+		.set_ids = true,
+		.uid = 65534,
+		.gid = 65533,
+		.n_groups = 2,
+		.groups = { 65533, 4242 },
+	};
+
+	ck_assert_msg(geteuid() == 0, "this test changes credentials: run the unit tests as root");
+	/* Every id (real, effective, saved, filesystem), the groups, and no capability left. */
+	ck_assert_int_eq(
+		run_with_creds("grep -q '^Uid:.65534.65534.65534.65534$' /proc/self/status "
+			       "&& grep -q '^Gid:.65533.65533.65533.65533$' /proc/self/status "
+			       "&& grep -q '^Groups:.4242 65533 *$' /proc/self/status "
+			       "&& grep -q '^CapPrm:.0000000000000000$' /proc/self/status "
+			       "&& grep -q '^CapAmb:.0000000000000000$' /proc/self/status "
+			       "&& grep -q '^NoNewPrivs:.0$' /proc/self/status",
+			       &k),
+		0);
+	k.no_new_privs = true;
+	ck_assert_int_eq(run_with_creds("grep -q '^NoNewPrivs:.1$' /proc/self/status", &k), 0);
+	/* no_new_privs alone keeps the ids. */
+	k.set_ids = false;
+	ck_assert_int_eq(run_with_creds("grep -q '^Uid:.0.0.0.0$' /proc/self/status && "
+					"grep -q '^NoNewPrivs:.1$' /proc/self/status",
+					&k),
+			 0);
+}
+END_TEST
+
+START_TEST(a_credential_change_that_fails_is_a_spawn_failure_with_its_errno)
+{
+	int n_fds = unit_count_fds();
+	const struct spawn_creds k = { .set_ids = true, .uid = 65534, .gid = 65534 };
+	char arg0[] = "true";
+	char *argv[] = { arg0, NULL };
+	char *envp[] = { NULL };
+	pid_t pid = PID_POISON;
+
+	/* Without CAP_SETGID (as nobody, in a child of ours) setgroups() fails: EPERM. */
+	pid_t helper = fork();
+
+	ck_assert_int_ge(helper, 0);
+	if (helper == 0) {
+		if (setgid(65534) < 0 || setuid(65534) < 0)
+			_exit(100);
+		_exit(spawn_worker("/bin/true", argv, envp, NULL, 0, &k, &pid) == -EPERM &&
+				      pid == PID_POISON
+			      ? 0
+			      : 101);
+	}
+	{
+		int status;
+
+		ck_assert_int_eq(waitpid(helper, &status, 0), helper);
+		ck_assert(WIFEXITED(status));
+		ck_assert_int_eq(WEXITSTATUS(status), 0);
+	}
+	ck_assert_int_eq(unit_count_fds(), n_fds);
+}
+END_TEST
+
 START_TEST(too_many_fds_are_refused_with_e2big_before_forking)
 {
 	int n_fds = unit_count_fds();
@@ -675,7 +776,7 @@ START_TEST(too_many_fds_are_refused_with_e2big_before_forking)
 
 	for (size_t i = 0; i < SPAWN_MAX_FDS + 1; i++)
 		fds[i] = STDIN_FILENO;
-	ck_assert_int_eq(spawn_worker("/bin/true", argv, envp, fds, SPAWN_MAX_FDS + 1, &pid),
+	ck_assert_int_eq(spawn_worker("/bin/true", argv, envp, fds, SPAWN_MAX_FDS + 1, NULL, &pid),
 			 -E2BIG);
 	ck_assert_int_eq(pid, PID_POISON);
 	ck_assert_int_eq(waitpid(-1, NULL, WNOHANG), -1);
@@ -695,6 +796,7 @@ Suite *spawn_suite(void)
 	tcase_add_test(tc, env_for_zero_listeners_says_zero_fds_and_no_notify_socket);
 	tcase_add_test(tc, env_for_too_many_listeners_is_refused_with_e2big);
 	tcase_add_test(tc, env_free_accepts_null);
+	tcase_add_test(tc, env_for_another_user_names_that_user_and_its_home);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("worker");
@@ -707,6 +809,8 @@ Suite *spawn_suite(void)
 	tcase_add_test(tc, a_missing_program_fails_with_enoent_and_leaves_no_zombie);
 	tcase_add_test(tc, a_directory_or_non_executable_file_fails_with_eacces);
 	tcase_add_test(tc, too_many_fds_are_refused_with_e2big_before_forking);
+	tcase_add_test(tc, a_worker_runs_with_the_uid_gid_and_groups_given_and_no_capability);
+	tcase_add_test(tc, a_credential_change_that_fails_is_a_spawn_failure_with_its_errno);
 	suite_add_tcase(s, tc);
 	return s;
 }
