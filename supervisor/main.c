@@ -228,12 +228,21 @@ static int run(struct batond *b)
 			/* Same pid across the exec: the file the old image wrote is still right. */
 			log_warning_errno(r, "write pid file %s, keeping the previous one",
 					  b->cfg.pid_file);
+		} else if (r < 0 && b->recovered) {
+			/*
+			 * Workers taken over are serving: exiting would strand them. The old file
+			 * names the batond that died, whose pid may be anyone's by now: it goes.
+			 */
+			log_error_errno(r, "write pid file %s, removing the dead batond's",
+					b->cfg.pid_file);
+			if (unlink(b->cfg.pid_file) < 0 && errno != ENOENT)
+				log_warning_errno(-errno, "remove pid file %s", b->cfg.pid_file);
 		} else if (r < 0) {
 			/* Nothing is spawned yet: a path this host cannot give us, as for -c. */
 			b->exit_code = 2;
 			return log_error_errno(r, "write pid file %s", b->cfg.pid_file);
 		}
-		b->pid_file_written = true;
+		b->pid_file_written = r >= 0 || b->adopted;
 	}
 	log_info("batond %d%s: %u worker%s of %s, notify socket %s", (int)getpid(),
 		 b->adopted	? " (upgraded)"
