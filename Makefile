@@ -73,6 +73,7 @@ $(BUILD)/batond: $(call obj,supervisor/main.c $(SUPERVISOR_LIB) $(PROTO_SRC) $(C
 	$(CC) $(ALL_CFLAGS) $^ $(LDLIBS_SD) -o $@
 
 $(BUILD)/batonctl: $(call obj,supervisor/ctl.c supervisor/command_table.c supervisor/control.c \
+		    supervisor/leftovers.c \
 		    supervisor/listener.c supervisor/log.c supervisor/unix_server.c $(PROTO_SRC) \
 		    $(COMMON_SRC))
 	$(CC) $(ALL_CFLAGS) $^ $(LDLIBS_SD) -o $@

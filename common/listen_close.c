@@ -435,6 +435,57 @@ int listen_close_refuse_new(int fd)
 	return 0;
 }
 
+int listen_close_accept_new(int fd)
+{
+	int unused = 0;
+
+	/* The kernel wants an int's worth of option value even here (EINVAL without). */
+	if (setsockopt(fd, SOL_SOCKET, SO_DETACH_FILTER, &unused, sizeof(unused)) < 0 &&
+	    errno != ENOENT)
+		return -errno;
+	return 0;
+}
+
+int listen_close_probe(int fd)
+{
+	struct sock_info si;
+	struct sock_fprog prog;
+	int domain = 0, type = 0, protocol = 0;
+	int r;
+
+	r = sock_identify(fd, &si);
+	if (r < 0)
+		return r;
+	if (si.kind == SOCK_KIND_UNIX)
+		return si.addr_len > offsetof(struct sockaddr_un, sun_path) &&
+				       si.addr.un.sun_path[0] != '\0'
+			       ? 0
+			       : -EOPNOTSUPP;
+	prog = si.kind == SOCK_KIND_TCP
+		       ? (struct sock_fprog){ .len = ELEMENTSOF(refuse_syn),
+					      .filter = (struct sock_filter *)refuse_syn }
+		       : (struct sock_fprog){ .len = ELEMENTSOF(refuse_all),
+					      .filter = (struct sock_filter *)refuse_all };
+	r = get_int_option(fd, SOL_SOCKET, SO_DOMAIN, &domain);
+	if (r < 0)
+		return r;
+	r = get_int_option(fd, SOL_SOCKET, SO_TYPE, &type);
+	if (r < 0)
+		return r;
+	r = get_int_option(fd, SOL_SOCKET, SO_PROTOCOL, &protocol);
+	if (r < 0)
+		return r;
+	{
+		_cleanup_close_ int probe = socket(domain, type | SOCK_CLOEXEC, protocol);
+
+		if (probe < 0)
+			return -errno;
+		if (setsockopt(probe, SOL_SOCKET, SO_ATTACH_FILTER, &prog, sizeof(prog)) < 0)
+			return -errno;
+	}
+	return 0;
+}
+
 int listen_close_pending(int fd, unsigned *ret_queued, unsigned *ret_half_open)
 {
 	struct sock_info si;

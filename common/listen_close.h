@@ -28,6 +28,23 @@
 int listen_close_refuse_new(int fd);
 
 /*
+ * Undoes stage 1 on a TCP or UDP socket: takes off whatever socket filter it has, so that new
+ * connections reach it again (a socket that outlives this process, kept by a service manager).
+ * Returns 0, also when no filter was attached, or a negative errno.
+ */
+int listen_close_accept_new(int fd);
+
+/*
+ * Could listen_close_refuse_new(fd) refuse new connections, as this process is now? Tries the
+ * same socket filter on a new, unbound socket of fd's family and type (never on fd itself,
+ * which must keep taking connections). Returns 0; -EPERM where the kernel wants
+ * CAP_NET_ADMIN for a socket filter (some kernels do for TCP); -EOPNOTSUPP for an abstract
+ * or unnamed Unix socket and other kinds; or the negative errno that looking at fd failed
+ * with. A Unix socket file is always 0: its removal is decided at the stop.
+ */
+int listen_close_probe(int fd);
+
+/*
  * What still waits on the listener fd: *ret_queued is the accept-queue length (TCP: TCP_INFO's
  * tcpi_unacked; Unix: UNIX_DIAG_RQLEN) or, for UDP, 1 if a datagram is queued; *ret_half_open
  * the TCP handshakes in progress for its address and port (SYN_RECV request sockets from an

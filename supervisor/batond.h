@@ -110,7 +110,8 @@ struct batond {
 
 	/* stop.c: the graceful stop and batonctl retire. */
 	enum stop_stage stop_stage;
-	unsigned n_stops; /* stop signals received */
+	unsigned n_stops;   /* stop signals received */
+	bool stop_filtered; /* stage 1 put a filter on a TCP or UDP listener */
 	struct quiesce_watch stop_watch;
 	struct quiesce_watch retire_watch;
 	char retire_reply[512]; /* what every waiting "retire" hears */
@@ -221,6 +222,9 @@ void stop_close(struct batond *b);
 /* SIGTERM, SIGINT or batonctl stop; force (a second signal) kills the workers now. */
 void stop_request(struct batond *b, bool force);
 
+/* Before the final close: takes stage 1's filters off the sockets the manager keeps. */
+void stop_release_filters(struct batond *b);
+
 /* True once a stop was asked for. */
 bool stop_begun(const struct batond *b);
 
@@ -229,6 +233,12 @@ void stop_retire(struct batond *b, struct control_client *cl, const char *name);
 
 /* The listener being retired, or -1. */
 int stop_retiring_index(const struct batond *b);
+
+/* What listen_close_probe()'s result r means for a stop, for people; NULL when r is 0. */
+const char *stop_refuse_new_problem(int r);
+
+/* At start-up: says, per listener, when a graceful stop could not refuse new connections. */
+void stop_check_listeners(const struct batond *b);
 
 /* upgrade.c */
 

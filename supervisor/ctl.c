@@ -14,7 +14,9 @@
 #include "json.h"
 #include "command_table.h"
 #include "control.h"
+#include "duration.h"
 #include "fdpass.h"
+#include "leftovers.h"
 
 #ifndef BATON_VERSION
 #define BATON_VERSION "0.1.0"
@@ -44,6 +46,8 @@ static void help(FILE *f)
 		"  -q, --quiet         do not say which batond answered\n"
 		"  -h, --help          this help\n"
 		"  -V, --version       batonctl's version\n"
+		"  drain-leftovers [DURATION]  as ExecStopPost= of a service: SIGTERM what a dead\n"
+		"                      batond left in the unit, wait up to DURATION (30s)\n"
 		"Every command but status and events first says on stderr which batond answered\n"
 		"(pid, name, listeners). Exit status: 0 done, 1 failed or batond unreachable,\n"
 		"2 bad usage. See batonctl(8).\n",
@@ -231,6 +235,41 @@ static int print_reply(const char *reply, bool wrap_json, const char *id_json)
 	return status;
 }
 
+#define LEFTOVERS_TIMEOUT "30s" /* drain-leftovers: how long the leftovers may take by default */
+
+/* batonctl drain-leftovers [DURATION]: needs no batond (it is gone); see leftovers.h. */
+static int drain_leftovers(int argc, char **argv)
+{
+	const char *spec = argc > 1 ? argv[1] : LEFTOVERS_TIMEOUT;
+	char cgroup[4096];
+	unsigned told = 0, left = 0;
+	uint64_t usec;
+	int r;
+
+	if (argc > 2 || duration_parse(spec, &usec) < 0) {
+		(void)fprintf(stderr, "batonctl: drain-leftovers [DURATION], e.g. 30s (try "
+				      "'batonctl --help')\n");
+		return EXIT_USAGE;
+	}
+	r = leftovers_drain(usec, &told, &left, cgroup, sizeof(cgroup));
+	if (r == -EPERM) {
+		(void)fprintf(stderr,
+			      "batonctl: drain-leftovers: only as ExecStopPost= of a "
+			      "systemd service (no $INVOCATION_ID or not a .service cgroup)\n");
+		return EXIT_USAGE;
+	}
+	if (r < 0) {
+		(void)fprintf(stderr, "batonctl: drain-leftovers: %s\n", strerror(-r));
+		return EXIT_FAILED;
+	}
+	if (told > 0)
+		(void)fprintf(stderr,
+			      "batonctl: drain-leftovers: %u process%s left in %s told to drain "
+			      "(SIGTERM); %u still there after at most %s\n",
+			      told, told == 1 ? "" : "es", cgroup, left, spec);
+	return 0;
+}
+
 static int parse_since(const char *s, char *buf, size_t size)
 {
 	char *end;
@@ -305,6 +344,8 @@ int main(int argc, char **argv)
 		(void)fprintf(stderr, "batonctl: no command (try 'batonctl --help')\n");
 		return EXIT_USAGE;
 	}
+	if (strcmp(argv[optind], "drain-leftovers") == 0)
+		return drain_leftovers(argc - optind, argv + optind);
 	cmd = command_find(argv[optind]);
 	if (!cmd) {
 		(void)fprintf(stderr, "batonctl: unknown command '%s' (try 'batonctl --help')\n",

@@ -17,6 +17,7 @@
 #include "cleanup.h"
 #include "fdsock.h"
 #include "inuse.h"
+#include "listen_close.h"
 #include "log.h"
 #include "loop.h"
 #include "spawn.h"
@@ -142,8 +143,10 @@ static int bind_all(struct batond *b)
 
 		if (l->fd >= 0) {
 			/* Inherited: a filter left by an earlier stop would drop every new SYN. */
-			if (l->kind != LISTENER_UNIX)
-				(void)setsockopt(l->fd, SOL_SOCKET, SO_DETACH_FILTER, NULL, 0);
+			r = l->kind != LISTENER_UNIX ? listen_close_accept_new(l->fd) : 0;
+			if (r < 0)
+				log_warning_errno(r, "take the stop's filter off %s, ignoring",
+						  l->spec);
 			continue;
 		}
 		r = listener_bind(l, b->cfg.backlog);
@@ -222,6 +225,7 @@ static int run(struct batond *b)
 	if (r < 0)
 		return r;
 	batond_listeners_changed(b);
+	stop_check_listeners(b);
 	if (b->cfg.pid_file) {
 		r = pid_file_write(b->cfg.pid_file);
 		if (r < 0 && b->adopted) {
@@ -283,6 +287,7 @@ static void batond_done(struct batond *b)
 	commands_close(b);
 	metrics_close(b);
 	/* The final stop: only now is the last reference to each listener closed. */
+	stop_release_filters(b);
 	for (size_t i = 0; i < b->cfg.n_listeners; i++)
 		listener_close(&b->cfg.listeners[i]);
 	if (b->pid_file_written)

@@ -14,6 +14,7 @@
 #include <string.h>
 #include <stdint.h>
 #include <sched.h>
+#include <linux/capability.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
@@ -346,6 +347,31 @@ void spawn_raise_fd_limit(void)
 	}
 }
 
+/*
+ * batond may run with capabilities a worker must not get: under the shipped systemd unit it
+ * holds CAP_NET_ADMIN as an ambient capability (for the stop's socket filter), and ambient
+ * capabilities survive execve() of an ordinary binary. Clears the ambient set and the
+ * inheritable one (which file capabilities would draw from), with raw system calls: they
+ * are async-signal-safe. Returns 0 or a negative errno; EINVAL from a kernel without ambient
+ * capabilities (before 4.3) means there is nothing to clear.
+ */
+static int drop_inheritable_caps(void)
+{
+	struct __user_cap_header_struct h = { .version = _LINUX_CAPABILITY_VERSION_3 };
+	struct __user_cap_data_struct d[_LINUX_CAPABILITY_U32S_3];
+
+	if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) < 0 && errno != EINVAL)
+		return -errno;
+	if (syscall(SYS_capget, &h, d) < 0)
+		return -errno;
+	if (d[0].inheritable == 0 && d[1].inheritable == 0)
+		return 0;
+	d[0].inheritable = d[1].inheritable = 0;
+	if (syscall(SYS_capset, &h, d) < 0)
+		return -errno;
+	return 0;
+}
+
 /* What the child needs; it shares batond's memory (CLONE_VM) until its execve(). */
 struct child_args {
 	const char *path;
@@ -431,6 +457,8 @@ child(const char *path, char *const *argv, char **envp, const int *fds, size_t n
 					      : rl.rlim_max;
 		(void)setrlimit(RLIMIT_NOFILE, &rl);
 	}
+	if (drop_inheritable_caps() < 0)
+		goto fail; /* errno is set: better no worker than one with batond's privilege */
 	if (child_creds(creds) < 0)
 		goto fail;
 	{

@@ -73,8 +73,14 @@ static void format_json(FILE *f, const struct status_view *v)
 		json_write_string(f, l->name);
 		(void)fputs(",\"address\":", f);
 		json_write_string(f, l->address);
-		(void)fprintf(f, ",\"kind\":\"%s\",\"queued\":%ld,\"backlog\":%ld,\"retiring\":%s}",
+		(void)fprintf(f, ",\"kind\":\"%s\",\"queued\":%ld,\"backlog\":%ld,\"retiring\":%s",
 			      l->kind, l->queued, l->backlog, l->retiring ? "true" : "false");
+		(void)fputs(",\"refuse_new\":", f);
+		if (l->refuse_new)
+			json_write_string(f, l->refuse_new);
+		else
+			(void)fputs("null", f);
+		(void)fputc('}', f);
 	}
 	(void)fputs("]}\n", f);
 }
@@ -120,6 +126,9 @@ static void format_text(FILE *f, const struct status_view *v)
 		if (l->retiring)
 			(void)fputs(", retiring", f);
 		(void)fputc('\n', f);
+		if (l->refuse_new)
+			(void)fprintf(f, "    a stop cannot refuse new connections: %s\n",
+				      l->refuse_new);
 	}
 }
 
@@ -304,6 +313,7 @@ void status_take_view(const struct batond *b, struct status_view *v)
 			.retiring = stop_retiring_index(b) == (int)i,
 		};
 		listener_queue(l, b->cfg.backlog, &sl->queued, &sl->backlog);
+		sl->refuse_new = stop_refuse_new_problem(listen_close_probe(l->fd));
 	}
 }
 

@@ -28,6 +28,7 @@ struct status_listener {
 	const char *name, *address, *kind;
 	long queued, backlog; /* -1: unknown or not applicable */
 	bool retiring;
+	const char *refuse_new; /* why a stop cannot refuse new connections here, or NULL */
 };
 
 struct status_view {

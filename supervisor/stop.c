@@ -144,6 +144,8 @@ static void stop_refuse_new(struct batond *b)
 					  l->spec);
 		else
 			n++;
+		if (r == 0 && l->kind != LISTENER_UNIX)
+			b->stop_filtered = true;
 	}
 	(void)snprintf(
 		line, sizeof(line),
@@ -156,12 +158,48 @@ static void stop_refuse_new(struct batond *b)
 	watch_begin(&b->stop_watch, -1, b->cfg.stop_timeout_usec);
 }
 
+/* Does the service manager keep l after batond exits (the fd store, a socket unit)? */
+static bool manager_keeps(const struct batond *b, const struct listener *l)
+{
+	return sysd_fdstore_enabled(&b->cfg) || l->inherited;
+}
+
+void stop_release_filters(struct batond *b)
+{
+	for (size_t i = 0; i < b->cfg.n_listeners; i++) {
+		struct listener *l = &b->cfg.listeners[i];
+		struct stop_facts f = { .manager_keeps = manager_keeps(b, l) };
+		int r;
+
+		if (l->fd < 0 || l->kind == LISTENER_UNIX ||
+		    !stop_plan_release_filter(&f, b->stop_filtered))
+			continue;
+		/* The next batond detaches it too (bind_all): a failure here loses nothing. */
+		r = listen_close_accept_new(l->fd);
+		if (r < 0)
+			log_warning_errno(r, "stop: take the filter off %s, ignoring", l->spec);
+		else
+			log_info(
+				"stop: new connections to %s (%s) queue again: the service manager "
+				"keeps the socket",
+				l->spec, l->name);
+	}
+}
+
+static bool manager_keeps_any(const struct batond *b)
+{
+	for (size_t i = 0; i < b->cfg.n_listeners; i++)
+		if (manager_keeps(b, &b->cfg.listeners[i]))
+			return true;
+	return false;
+}
+
 void stop_request(struct batond *b, bool force)
 {
 	struct stop_facts f = {
 		.graceful = b->cfg.stop_mode == CONFIG_STOP_GRACEFUL,
 		.serving = rollout_serving_gen(b->rollout) != 0,
-		.manager_keeps = sysd_fdstore_enabled(&b->cfg),
+		.manager_keeps = manager_keeps_any(b),
 	};
 
 	switch (stop_plan_request(&b->stop_stage, force, &f)) {
@@ -283,6 +321,43 @@ void stop_retire(struct batond *b, struct control_client *cl, const char *name)
 						  .message = reply });
 	control_client_set_data(cl, COMMAND_WAIT_RETIRE);
 	watch_begin(&b->retire_watch, found, b->cfg.stop_timeout_usec);
+}
+
+const char *stop_refuse_new_problem(int r)
+{
+	if (r == 0)
+		return NULL;
+	if (r == -EPERM)
+		return "attaching a socket filter needs CAP_NET_ADMIN on this kernel (Operation "
+		       "not "
+		       "permitted); queued connections are still served, but new ones keep "
+		       "arriving until the workers drain and are reset at the close";
+	if (r == -EOPNOTSUPP)
+		return "no way to refuse connects and keep the queue on this kind of socket "
+		       "(abstract Unix); new ones are served until the workers drain";
+	return strerror(-r);
+}
+
+void stop_check_listeners(const struct batond *b)
+{
+	for (size_t i = 0; i < b->cfg.n_listeners; i++) {
+		const struct listener *l = &b->cfg.listeners[i];
+		int r = listen_close_probe(l->fd);
+
+		if (r == 0)
+			continue;
+		if (r == -EOPNOTSUPP)
+			log_notice("listener %s (%s): a stop cannot refuse new connections: %s",
+				   l->spec, l->name, stop_refuse_new_problem(r));
+		else
+			log_warning("listener %s (%s): a graceful stop cannot refuse new "
+				    "connections: %s%s",
+				    l->spec, l->name, stop_refuse_new_problem(r),
+				    r == -EPERM
+					    ? ". Give batond CAP_NET_ADMIN (systemd: "
+					      "AmbientCapabilities=CAP_NET_ADMIN) or run it as root"
+					    : "");
+	}
 }
 
 int stop_open(struct batond *b)

@@ -10,8 +10,13 @@ enum stop_step stop_plan_request(enum stop_stage *stage, bool force, const struc
 	}
 	if (*stage != STOP_RUNNING)
 		return STOP_STEP_NONE;
-	/* With nothing serving, nobody would empty the queues: go straight to the drain. */
-	if (f->graceful && f->serving && !f->manager_keeps) {
+	/*
+	 * With nothing serving, nobody would empty the queues: go straight to the drain. With
+	 * the fd store the manager keeps the socket, but batond cannot tell a restart (the
+	 * store is kept) from a stop of the socket unit too (the manager closes it right after
+	 * batond exits, resetting what is queued): docs/SYSTEMD.md. So the stages run always.
+	 */
+	if (f->graceful && f->serving) {
 		*stage = STOP_QUEUES;
 		return STOP_STEP_REFUSE_NEW;
 	}
@@ -26,6 +31,11 @@ enum stop_step stop_plan_queues_done(enum stop_stage *stage)
 		return STOP_STEP_NONE;
 	*stage = STOP_WORKERS;
 	return STOP_STEP_DRAIN;
+}
+
+bool stop_plan_release_filter(const struct stop_facts *f, bool filtered)
+{
+	return filtered && f->manager_keeps;
 }
 
 bool stop_plan_stopping(enum stop_stage stage)

@@ -17,9 +17,8 @@
  * listener, then takes it out of the set and closes batond's copy.
  *
  *   stage          stop              stop (force)      what happens in the stage
- *   RUNNING        QUEUES / WORKERS  KILLING           serving; QUEUES only if graceful,
- *                                                      something serves and the manager does
- *                                                      not keep the listeners (fd store)
+ *   RUNNING        QUEUES / WORKERS  KILLING           serving; QUEUES only if graceful and
+ *                                                      something serves
  *   QUEUES         (none)            KILLING           queues looked at every STOP_POLL_USEC;
  *                                                      empty or timed out: WORKERS
  *   WORKERS        (none)            KILLING           the rollout machine drains the workers
@@ -43,9 +42,7 @@ enum stop_step {
 struct stop_facts {
 	bool graceful;	    /* --stop-mode graceful (the default) */
 	bool serving;	    /* a generation serves: someone will empty the queues */
-	bool manager_keeps; /* the service manager keeps a reference (fd store): closing ours
-			       resets nothing, and a filter would follow the socket to the next
-			       batond */
+	bool manager_keeps; /* the service manager keeps a reference (fd store, socket unit) */
 };
 
 #define STOP_POLL_USEC (20 * 1000) /* between looks at the queues while they empty: 20 ms */
@@ -55,6 +52,15 @@ enum stop_step stop_plan_request(enum stop_stage *stage, bool force, const struc
 
 /* Stage 2 ended (queues empty or timed out): moves *stage; returns STOP_STEP_DRAIN or NONE. */
 enum stop_step stop_plan_queues_done(enum stop_stage *stage);
+
+/*
+ * At batond's final close, take stage 1's filter off a listener again? Only where the service
+ * manager keeps the socket after batond exits (f->manager_keeps) and stage 1 filtered it:
+ * a socket unit that stays listening would otherwise never see a SYN again, so never start
+ * the service again. Where batond holds the last reference the filter stays to the end: a
+ * new client's SYN is then refused by the closed port instead of reset after a handshake.
+ */
+bool stop_plan_release_filter(const struct stop_facts *f, bool filtered);
 
 /* True once any stop was asked for: reloads, upgrades and retires are refused. */
 bool stop_plan_stopping(enum stop_stage stage);

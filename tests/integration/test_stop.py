@@ -284,3 +284,71 @@ def test_status_shows_a_listener_while_it_is_being_retired():
             check([outcome(c) for c in held].count("ok") == K, "queued clients lost")
         finally:
             b.cleanup()
+
+
+def caps(pid):
+    """The capability sets of pid, from /proc/PID/status: {'CapEff': int, ...}."""
+    with open(f"/proc/{pid}/status") as f:
+        return {k: int(v, 16) for k, v in (l.split(":") for l in f)
+                if k in ("CapInh", "CapPrm", "CapEff", "CapAmb")}
+
+
+CAP_NET_ADMIN = 1 << 12
+
+
+def nonroot_batond(d, ambient):
+    """batond as uid 65534 on a TCP listener, with CAP_NET_ADMIN as its one (ambient)
+    capability or with none, its control socket in d."""
+    os.chown(d, 65534, 65534)
+    prefix = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+    if ambient:
+        prefix += ["--inh-caps=-all,+net_admin", "--ambient-caps=-all,+net_admin",
+                   "--bounding-set=-all,+net_admin"]
+    return Batond(["-l", "web=127.0.0.1:0", "-n", "2"], [bin_path("example-httpd")],
+                  env={"RUNTIME_DIRECTORY": d}, prefix=prefix)
+
+
+def status_json(d):
+    import json
+    import subprocess
+    p = subprocess.run([bin_path("batonctl"), "-q", "-c", f"{d}/batond.sock", "status", "--json"],
+                       capture_output=True, text=True, timeout=60)
+    check(p.returncode == 0, f"batonctl status: {p.stderr}")
+    return json.loads(p.stdout)
+
+
+def test_non_root_batond_says_at_start_that_a_stop_cannot_refuse_new_connections():
+    with tempfile.TemporaryDirectory() as d:
+        b = nonroot_batond(d, ambient=False)
+        try:
+            b.wait_log(r"generation 1: 2/2 workers ready")
+            b.wait_log(r"listener tcp://127\.0\.0\.1:\d+ \(web\): a graceful stop cannot refuse "
+                       r"new connections: attaching a socket filter needs CAP_NET_ADMIN")
+            st = status_json(d)
+            check("CAP_NET_ADMIN" in (st["listeners"][0]["refuse_new"] or ""),
+                  f"status: {st['listeners']}")
+        finally:
+            b.cleanup()
+
+
+def test_non_root_batond_with_cap_net_admin_refuses_new_connections_and_workers_get_no_caps():
+    with tempfile.TemporaryDirectory() as d:
+        b = nonroot_batond(d, ambient=True)
+        try:
+            spec = b.address("web")
+            b.wait_log(r"generation 1: 2/2 workers ready")
+            check(caps(b.pid)["CapEff"] == CAP_NET_ADMIN, f"batond: {caps(b.pid)}")
+            for w in b.workers():
+                check(not any(caps(w).values()), f"worker {w} has capabilities: {caps(w)}")
+            check(b.count(r"cannot refuse new connections") == 0, b.log())
+            check(status_json(d)["listeners"][0]["refuse_new"] is None, "status says it cannot")
+            w, clients = freeze_and_queue(b, spec)
+            b.signal(signal.SIGTERM)
+            b.wait_log(r"stop: new connections refused on 1 of 1 listeners")
+            check_syn_unanswered(spec, "a new client was accepted during the stop")
+            os.kill(w, signal.SIGCONT)
+            results = [outcome(c, status=b"HTTP/1.1 200") for c in clients]
+            check(results.count("ok") == K, f"{results.count('ok')} of {K} served: {results}")
+            check(b.wait_exit() == 0, "exit status")
+        finally:
+            b.cleanup()

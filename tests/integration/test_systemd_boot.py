@@ -15,6 +15,7 @@ import subprocess
 
 from container import Container
 from harness import Load, check, outcome, queue_clients, wait_for
+from test_stop import CAP_NET_ADMIN, caps
 
 PORT = 8080
 INSTANCE = f"batond@{PORT}"
@@ -219,6 +220,83 @@ def test_restart_under_load_fails_nothing():
         ct.cleanup()
 
 
+def test_stopping_socket_and_service_together_resets_no_queued_client():
+    ct = Container()
+    try:
+        start_serving(ct)
+        main = ct.host_pid(SERVICE)
+        with open(f"/proc/{main}/status") as f:
+            st = f.read()
+        check(re.search(r"^Uid:\s+[1-9]", st, re.M), f"batond runs as root:\n{st}")
+        old = workers(ct)
+        # CAP_NET_ADMIN is batond's alone (the stop's filter); a worker has no capability.
+        check(caps(main)["CapEff"] == CAP_NET_ADMIN, f"batond: {caps(main)}")
+        for w in old:
+            check(not any(caps(w).values()), f"worker {w}: {caps(w)}")
+        check(status_json(ct)["listeners"][0]["refuse_new"] is None,
+              f"status: {status_json(ct)['listeners']}")
+        check("cannot refuse new connections" not in batond_log(ct), batond_log(ct))
+        signal_all(old, signal.SIGSTOP)
+        clients = queue(ct, 50)
+        ld = load(ct)
+        try:
+            stop = subprocess.Popen(ct.argv(["systemctl", "stop", SOCKET, SERVICE]),
+                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                    text=True)
+            try:
+                wait_for(lambda: "stop: new connections refused" in batond_log(ct),
+                         "stage 1 of the stop")
+                check("new connections refused on 1 of 1 listeners" in batond_log(ct),
+                      f"stage 1 failed:\n{batond_log(ct)}")
+                signal_all(old, signal.SIGCONT)
+                out, _ = stop.communicate(timeout=120)
+                check(stop.returncode == 0, f"systemctl stop: {out}")
+            finally:
+                if stop.poll() is None:
+                    stop.kill()
+                    stop.wait()
+            res = ld.finish()
+        finally:
+            ld.kill()
+        results = [outcome(c) for c in clients]
+        check(results.count("ok") == len(clients),
+              f"{results.count('ok')} of {len(clients)} queued clients served: {results}")
+        check(res["reset"] == 0, f"load during the stop: {res}")
+        check(ct.prop(SERVICE, "ActiveState") == "inactive", "service still active")
+    finally:
+        ct.cleanup()
+
+
+def test_watchdog_restarts_a_stopped_batond_and_nothing_fails():
+    ct = Container()
+    try:
+        # The shipped 30 s, shortened so that the test waits seconds: the mechanism is the same.
+        ct.run(["mkdir", "-p", f"/run/systemd/system/{SERVICE}.d"], check_rc=True)
+        ct.run(["sh", "-c", f"printf '[Service]\\nWatchdogSec=3s\\n' > "
+                f"/run/systemd/system/{SERVICE}.d/watchdog.conf"], check_rc=True)
+        ct.systemctl("daemon-reload")
+        start_serving(ct)
+        first = ct.host_pid(SERVICE)
+        ld = load(ct)
+        try:
+            os.kill(first, signal.SIGSTOP)
+            wait_for(lambda: ct.host_pid(SERVICE) not in (0, first) and
+                     ct.prop(SERVICE, "ActiveState") == "active", "systemd to restart batond")
+            wait_for(lambda: len(workers(ct)) == WORKERS, "the new workers")
+            http_get_in(ct)
+            res = ld.finish()
+        finally:
+            ld.kill()
+        check(res["ok"] > 0 and res["failed"] == 0, f"load over a watchdog restart: {res}")
+        log = ct.journal(SERVICE)
+        check("Watchdog timeout" in log, "not restarted by the watchdog")
+        # The workers drained before systemd's SIGKILL (ExecStopPost=batonctl drain-leftovers).
+        check(re.search(rf"drain-leftovers: {WORKERS} processes left in \S+ told to drain "
+                        r"\(SIGTERM\); 0 still there", log), f"leftovers not drained:\n{log}")
+    finally:
+        ct.cleanup()
+
+
 def test_upgrade_recipe_keeps_main_pid_and_workers_and_fails_nothing():
     ct = Container()
     try:
@@ -236,5 +314,18 @@ def test_upgrade_recipe_keeps_main_pid_and_workers_and_fails_nothing():
         check(ct.host_pid(SERVICE) == main, "MainPID changed")
         check(workers(ct) == old, f"workers changed: {old} -> {workers(ct)}")
         check(ct.prop(SERVICE, "ActiveState") == "active", "not active after the upgrade")
+    finally:
+        ct.cleanup()
+
+
+def test_shipped_unit_scores_at_most_two_in_systemd_analyze_security():
+    ct = Container()
+    try:
+        ct.systemctl("start", SOCKET)
+        out = ct.run(["systemd-analyze", "security", "--no-pager", SERVICE]).stdout
+        m = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", out)
+        check(m, f"no score:\n{out}")
+        check(float(m.group(1)) <= 2.0, f"exposure {m.group(1)}:\n" +
+              "\n".join(l for l in out.splitlines() if l.startswith("✗")))
     finally:
         ct.cleanup()

@@ -168,7 +168,7 @@ static struct status_view *sample_view(void)
 	v->workers[2] = (struct status_worker){ 0, 102, "starting", 0, "" };
 	v->n_listeners = 1;
 	v->listeners[0] =
-		(struct status_listener){ "web", "tcp://127.0.0.1:80", "tcp", 1, 128, true };
+		(struct status_listener){ "web", "tcp://127.0.0.1:80", "tcp", 1, 128, true, NULL };
 	return v;
 }
 
@@ -216,8 +216,19 @@ START_TEST(status_json_escapes_text_and_says_null_without_a_reload)
 	ck_assert_ptr_nonnull(strstr(j, "\"status\":\"busy\\u000a\""));
 	ck_assert_ptr_nonnull(strstr(j, "{\"id\":3,\"state\":\"starting\",\"workers\":[{"
 					"\"index\":0,\"pid\":102,"));
-	ck_assert_ptr_nonnull(strstr(j, "\"queued\":-1,\"backlog\":128,\"retiring\":true}]}\n"));
+	ck_assert_ptr_nonnull(strstr(
+		j, "\"queued\":-1,\"backlog\":128,\"retiring\":true,\"refuse_new\":null}]}\n"));
 	free(j);
+	/* A listener whose stop could not refuse new connections says why, in both forms. */
+	v->listeners[0].refuse_new = "needs \"CAP_NET_ADMIN\"";
+	j = status_format(v, true);
+	ck_assert_ptr_nonnull(strstr(j, "\"refuse_new\":\"needs \\\"CAP_NET_ADMIN\\\"\"}]}\n"));
+	free(j);
+	j = status_format(v, false);
+	ck_assert_ptr_nonnull(strstr(j, "retiring\n    a stop cannot refuse new connections: needs "
+					"\"CAP_NET_ADMIN\"\n"));
+	free(j);
+	v->listeners[0].refuse_new = NULL;
 	v->has_last_reload = true;
 	j = status_format(v, true);
 	ck_assert_ptr_nonnull(strstr(j, "\"text\":\"generation 2: \\\"ok\\\"\"}"));

@@ -90,9 +90,10 @@ START_TEST(the_text_has_help_type_cumulative_buckets_and_escaped_labels)
 	v->workers[1] = (struct status_worker){ .state = "draining" };
 	v->n_listeners = 2;
 	v->listeners[0] =
-		(struct status_listener){ "we\"b\\", "tcp://127.0.0.1:80", "tcp", 3, 128, false };
+		(struct status_listener){ "we\"b\\", "tcp://127.0.0.1:80", "tcp", 3, 128, false,
+					  NULL };
 	v->listeners[1] =
-		(struct status_listener){ "dns", "udp://127.0.0.1:53", "udp", -1, -1, false };
+		(struct status_listener){ "dns", "udp://127.0.0.1:53", "udp", -1, -1, false, NULL };
 	m.reloads[METRICS_RELOAD_OK] = 3;
 	m.reload_buckets[METRICS_RELOAD_OK][0] = 1;
 	m.reload_buckets[METRICS_RELOAD_OK][3] = 1; /* and one past the last bound */

@@ -26,9 +26,9 @@ END_TEST
 START_TEST(a_stop_goes_straight_to_the_drain_when_no_one_would_empty_the_queues)
 {
 	const struct stop_facts cases[] = {
-		{ .graceful = false, .serving = true },			      /* immediate */
-		{ .graceful = true, .serving = false },			      /* nothing serves */
-		{ .graceful = true, .serving = true, .manager_keeps = true }, /* fd store */
+		{ .graceful = false, .serving = true },			       /* immediate */
+		{ .graceful = true, .serving = false },			       /* nothing serves */
+		{ .graceful = true, .serving = false, .manager_keeps = true }, /* fd store */
 	};
 
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
@@ -37,6 +37,28 @@ START_TEST(a_stop_goes_straight_to_the_drain_when_no_one_would_empty_the_queues)
 		ck_assert_int_eq(stop_plan_request(&s, false, &cases[i]), STOP_STEP_DRAIN);
 		ck_assert_int_eq(s, STOP_WORKERS);
 	}
+}
+END_TEST
+
+START_TEST(a_stop_refuses_new_connections_first_even_when_the_manager_keeps_the_sockets)
+{
+	const struct stop_facts kept = { .graceful = true, .serving = true, .manager_keeps = true };
+	enum stop_stage s = STOP_RUNNING;
+
+	/* A stop of the socket unit too closes it after batond: what is queued must go first. */
+	ck_assert_int_eq(stop_plan_request(&s, false, &kept), STOP_STEP_REFUSE_NEW);
+	ck_assert_int_eq(s, STOP_QUEUES);
+}
+END_TEST
+
+START_TEST(the_filter_comes_off_at_the_close_only_where_the_manager_keeps_the_socket)
+{
+	const struct stop_facts kept = { .graceful = true, .serving = true, .manager_keeps = true };
+
+	ck_assert(stop_plan_release_filter(&kept, true));
+	ck_assert(!stop_plan_release_filter(&kept, false));
+	ck_assert(!stop_plan_release_filter(&graceful_serving, true));
+	ck_assert(!stop_plan_release_filter(&graceful_serving, false));
 }
 END_TEST
 
@@ -121,6 +143,10 @@ Suite *stop_plan_suite(void)
 	tcase_set_timeout(tc, UNIT_TIMEOUT_SEC);
 	tcase_add_test(tc, a_graceful_stop_with_a_serving_generation_refuses_new_connections_first);
 	tcase_add_test(tc, a_stop_goes_straight_to_the_drain_when_no_one_would_empty_the_queues);
+	tcase_add_test(
+		tc, a_stop_refuses_new_connections_first_even_when_the_manager_keeps_the_sockets);
+	tcase_add_test(tc,
+		       the_filter_comes_off_at_the_close_only_where_the_manager_keeps_the_socket);
 	tcase_add_test(tc,
 		       a_second_stop_kills_from_every_stage_and_a_repeated_plain_stop_does_nothing);
 	tcase_add_test(tc, the_queue_watch_looks_again_until_empty_and_never_past_the_deadline);
