@@ -62,6 +62,14 @@ def test_fd_socket_hands_the_listeners_to_a_process_batond_did_not_spawn():
             b.cleanup()
 
 
+def comm(pid):
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return "?"
+
+
 def test_scm_channels_survive_a_self_upgrade():
     b = Batond(["-l", "127.0.0.1:0", "--pass", "scm", "-n", "2", "-v"], WORKER)
     try:
@@ -75,7 +83,9 @@ def test_scm_channels_survive_a_self_upgrade():
                 b.signal(signal.SIGUSR2)
                 b.wait_log(r"upgrade: took over 1 listeners and 2 workers", start=mark)
                 b.wait_log(r"\(upgraded\)", start=mark)
-            check(b.workers() == workers, "the upgrade restarted workers (channels lost?)")
+            now = b.workers()
+            check(now == workers, f"the upgrade restarted workers (channels lost?): {workers} "
+                  f"before, {now} after; {[(p, comm(p)) for p in now]}; log:\n{b.log()}")
             check(reload_and_wait(b, 2) == "done", f"reload 2 failed:\n{b.log()}")
             wait_for(lambda: not any(alive(p) for p in workers), "generation 1 to exit")
             res = load.finish()
