@@ -44,7 +44,7 @@ SUPERVISOR_LIB	:= $(filter-out supervisor/main.c supervisor/ctl.c,$(sort $(wildc
 UNIT_SRC	:= $(sort $(wildcard tests/unit/*.c))
 
 PROGRAMS := $(BUILD)/batond $(BUILD)/batonctl $(BUILD)/example-httpd $(BUILD)/loadgen $(BUILD)/libbaton-preload.so \
-	    $(BUILD)/libbaton.so $(BUILD)/libbaton.a
+	    $(BUILD)/libbaton.so $(BUILD)/libbaton.a $(BUILD)/static-server
 UNIT_BIN := $(BUILD)/unit-tests
 
 obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
@@ -128,6 +128,11 @@ $(call obj,tests/httpd/example-httpd.c tests/unit/test_baton.c): ALL_CFLAGS += -
 
 $(BUILD)/loadgen: $(call obj,tests/bench/loadgen.c $(PROTO_SRC) $(COMMON_SRC))
 	$(CC) $(ALL_CFLAGS) -pthread $^ -o $@
+
+# A server the preload shim cannot reach (no PT_INTERP, no libc to wrap): --intercept's test.
+$(BUILD)/static-server: tests/integration/static_server.c
+	@mkdir -p $(dir $@)
+	$(CC) $(filter-out $(SAN),$(ALL_CFLAGS)) -static $< -o $@
 
 # Loaded into servers that are not sanitized, so built without $(SAN) even with SANITIZE=1 (an
 # ASan library cannot be preloaded into an uninstrumented program), and without fortify, whose

@@ -55,6 +55,7 @@ void worker_extra_release(struct worker_extra *x)
 	x->ch = channel_free(x->ch);
 	x->main_source = sd_event_source_disable_unref(x->main_source);
 	x->main_pid = 0;
+	x->intercept_source = sd_event_source_disable_unref(x->intercept_source);
 }
 
 int batond_signal_main(struct batond *b, pid_t pid, int sig)
@@ -121,17 +122,39 @@ static void run_spawn(struct batond *b, const struct rollout_action *a)
 		.index = a->index,
 	};
 	struct rollout_event ev = { .worker = a->worker };
+	bool intercept = b->cfg.pass & SPAWN_PASS_INTERCEPT;
+	struct spawn_options opt = {
+		.creds = &b->cfg.creds,
+		.seccomp = intercept ? &b->intercept.prog : NULL,
+	};
+	_cleanup_close_ int sfd = -1;
 	char **envp = NULL;
 	pid_t pid = 0;
 	int r;
 
+	/* Once per generation: the binary may have changed since the last one. */
+	if (se.preload && a->index == 0 && intercept_exec_is_static(b->cfg.exec_path) > 0)
+		log_warning("generation %u: %s is statically linked (no PT_INTERP): the preload "
+			    "shim cannot load into it, so its bind() gets no listener of batond's; "
+			    "run it with --intercept instead",
+			    a->gen, b->cfg.exec_path);
 	r = spawn_env_build(environ, &se, &envp);
 	if (r >= 0 && scm)
 		r = channel_socketpair(&bfd, &wfd);
 	if (r >= 0) {
-		/* With scm the worker inherits its channel end alone, at fd 3 (BATON_FD). */
-		r = spawn_worker(b->cfg.exec_path, b->cfg.argv, envp, scm ? &wfd : b->listen_fds,
-				 scm ? 1 : b->cfg.n_listeners, &b->cfg.creds, &pid);
+		/*
+		 * With scm the worker inherits its channel end alone, at fd 3 (BATON_FD); with
+		 * intercept nothing: it gets each listener when it binds the address.
+		 */
+		r = spawn_worker(b->cfg.exec_path, b->cfg.argv, envp,
+				 scm	     ? &wfd
+				 : intercept ? NULL
+					     : b->listen_fds,
+				 scm	     ? 1
+				 : intercept ? 0
+					     : b->cfg.n_listeners,
+				 &opt, &pid);
+		sfd = opt.seccomp_fd;
 		envp = spawn_env_free(envp);
 	}
 	/* Ours must go at once: holding the worker's end would hide its exit from the channel. */
@@ -173,6 +196,9 @@ static void run_spawn(struct batond *b, const struct rollout_action *a)
 			if (r < 0)
 				log_error_errno(r, "%s: channel", label);
 		}
+		/* On failure the worker's intercepted calls fail (ENOSYS) and its start with them. */
+		if (intercept)
+			(void)intercept_watch(b, x, TAKE_FD(sfd));
 	}
 	events_ready_poll_arm(b);
 	enqueue(b, &ev);

@@ -13,6 +13,7 @@
 #include "command_table.h"
 #include "config.h"
 #include "eventlog.h"
+#include "intercept.h"
 #include "metrics.h"
 #include "notify.h"
 #include "rollout.h"
@@ -57,6 +58,7 @@ struct worker_extra {
 	pid_t main_pid;
 	int adopted_pidfd;   /* adopt.c: a worker of a batond that died, pinned; watched in run() */
 	uint64_t start_time; /* of its process, from /proc/PID/stat (0: unknown), for the record */
+	sd_event_source *intercept_source; /* --intercept: its seccomp listener, until it exits */
 };
 
 /* Stage 2 of a two-stage close on the way: listeners watched until nothing waits (stop.c). */
@@ -85,6 +87,7 @@ struct batond {
 	/* The listeners as handed out (spawn fds, --ready listening's inodes), in cfg's order. */
 	int listen_fds[CONFIG_MAX_LISTENERS];
 	ino_t listen_inodes[CONFIG_MAX_LISTENERS];
+	struct intercept_filter intercept; /* --intercept: the workers' seccomp filter */
 
 	/* actions.c: the rollout machine, its actions and the events that running them made. */
 	struct rollout *rollout;

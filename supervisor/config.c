@@ -74,6 +74,13 @@ void config_help(FILE *f)
 		"a\n"
 		"                               server that binds its own sockets gets batond's\n"
 		"                               listeners (see batond(8))\n"
+		"      --intercept              hand each listener over when the server binds its\n"
+		"                               address, through a seccomp filter that sends\n"
+		"                               bind/listen to batond (seccomp user notification,\n"
+		"                               Linux 5.9 or later): for servers that bind their\n"
+		"                               own sockets and that --preload cannot reach "
+		"(static\n"
+		"                               binaries, Go); see batond(8)\n"
 		"      --fdstore                push the listeners to systemd's fd store "
 		"(automatic\n"
 		"                               when $FDSTORE is set)\n"
@@ -562,6 +569,7 @@ int config_parse(int argc, char **argv, struct config *c)
 		OPT_USER,
 		OPT_GROUP,
 		OPT_NO_NEW_PRIVS,
+		OPT_INTERCEPT,
 	};
 	static const struct option options[] = {
 		{ "listen", required_argument, NULL, 'l' },
@@ -576,6 +584,7 @@ int config_parse(int argc, char **argv, struct config *c)
 		{ "stop-mode", required_argument, NULL, OPT_STOP_MODE },
 		{ "stop-timeout", required_argument, NULL, OPT_STOP_TIMEOUT },
 		{ "preload", optional_argument, NULL, OPT_PRELOAD },
+		{ "intercept", no_argument, NULL, OPT_INTERCEPT },
 		{ "fdstore", no_argument, NULL, OPT_FDSTORE },
 		{ "control", required_argument, NULL, 'c' },
 		{ "no-control", no_argument, NULL, OPT_NO_CONTROL },
@@ -595,6 +604,7 @@ int config_parse(int argc, char **argv, struct config *c)
 		{ 0 },
 	};
 	bool upgrade_check = false, drain_signal_given = false, group_given = false;
+	bool intercept = false;
 	gid_t group = 0;
 	unsigned u, problems = 0;
 	int longindex = 0, first_error = 0;
@@ -726,6 +736,10 @@ int config_parse(int argc, char **argv, struct config *c)
 				(void)log_error_errno(r, "preload library %s",
 						      optarg ? optarg : PRELOAD_NAME);
 			break;
+		case OPT_INTERCEPT:
+			intercept = true;
+			r = 0;
+			break;
 		case OPT_UPGRADE_CHECK:
 			upgrade_check = true;
 			r = 0;
@@ -819,6 +833,18 @@ int config_parse(int argc, char **argv, struct config *c)
 	    !getenv(UPGRADE_ENV_STATE) && !getenv("BATON_HANDOFF_LISTENERS"))
 		count_problem(usage_error("no listener: give at least one --listen ADDRESS"),
 			      &problems, &first_error);
+	/* --intercept is a hand-off of its own: nothing at fds 3.., nothing in the environment. */
+	if (intercept && c->pass)
+		count_problem(
+			usage_error("--intercept hands the listeners over at bind(): not with "
+				    "--pass"),
+			&problems, &first_error);
+	if (intercept && c->preload[0])
+		count_problem(usage_error("--intercept and --preload exclude each other (both "
+					  "swap listeners in at bind())"),
+			      &problems, &first_error);
+	if (intercept)
+		c->pass = SPAWN_PASS_INTERCEPT;
 	if (!c->pass)
 		c->pass = SPAWN_PASS_ENV;
 	if ((c->pass & SPAWN_PASS_SCM) && c->preload[0])

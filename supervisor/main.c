@@ -330,6 +330,11 @@ int main(int argc, char **argv)
 		batond_done(&b);
 		return r == -ENOMEM ? 1 : 2;
 	}
+	if ((b.cfg.pass & SPAWN_PASS_INTERCEPT) && intercept_filter_init(&b.intercept) < 0) {
+		log_error("--intercept: no seccomp filter for this architecture");
+		batond_done(&b);
+		return 2;
+	}
 	spawn_raise_fd_limit();
 	/* Orphans of our workers come to us, not to init: we reap them and nothing escapes. */
 	if (prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) < 0)

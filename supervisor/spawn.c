@@ -18,11 +18,14 @@
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include "cleanup.h"
+#include "fdpass.h"
+#include "intercept.h"
 
 /* The kernel's struct sigaction (not glibc's): handler, flags, restorer, a 64-bit mask. */
 struct kernel_sigaction {
@@ -372,6 +375,25 @@ static int drop_inheritable_caps(void)
 	return 0;
 }
 
+/*
+ * The child's last step before execve() (async-signal-safe): the seccomp filter, whose listener
+ * goes to batond over seccomp_wr, where it waits until batond resumes after the exec. Nothing the
+ * filter catches may run between this and the exec: the call would wait for an answer that
+ * batond, suspended until the exec (CLONE_VFORK), cannot give yet.
+ */
+static int child_seccomp(const struct sock_fprog *prog, int seccomp_wr)
+{
+	int zero = 0;
+	int fd = intercept_install(prog);
+	int r;
+
+	if (fd < 0)
+		return fd;
+	r = proto_send(seccomp_wr, &zero, sizeof(zero), &fd, 1);
+	(void)close(fd);
+	return r;
+}
+
 /* What the child needs; it shares batond's memory (CLONE_VM) until its execve(). */
 struct child_args {
 	const char *path;
@@ -379,8 +401,9 @@ struct child_args {
 	char **envp;
 	const int *fds;
 	size_t n_fds;
-	const struct spawn_creds *creds;
-	int err; /* the child's errno if it failed before or at execve(), written in place */
+	const struct spawn_options *opt;
+	int seccomp_wr; /* with opt->seccomp: where the filter's listener goes */
+	int err;	/* the child's errno if it failed before or at execve(), written in place */
 };
 
 /*
@@ -408,7 +431,7 @@ static int child_creds(const struct spawn_creds *c)
 /* Runs in the child between clone() and exec(): async-signal-safe calls only. Never returns. */
 static void __attribute__((noreturn))
 child(const char *path, char *const *argv, char **envp, const int *fds, size_t n_fds,
-      const struct spawn_creds *creds, int *ret_err)
+      const struct spawn_options *opt, int seccomp_wr, int *ret_err)
 {
 	int moved[SPAWN_MAX_FDS];
 	int target_end = 3 + (int)n_fds;
@@ -430,6 +453,12 @@ child(const char *path, char *const *argv, char **envp, const int *fds, size_t n
 	if (setpgid(0, 0) < 0)
 		goto fail;
 
+	/* The seccomp socket (if any) clear of the target range, then of the range closed below. */
+	if (seccomp_wr >= 0 && seccomp_wr < target_end) {
+		seccomp_wr = fcntl(seccomp_wr, F_DUPFD_CLOEXEC, target_end);
+		if (seccomp_wr < 0)
+			goto fail;
+	}
 	/* Move every source above the targets first, so no dup2() overwrites a source. */
 	for (size_t i = 0; i < n_fds; i++) {
 		moved[i] = fds[i];
@@ -444,8 +473,14 @@ child(const char *path, char *const *argv, char **envp, const int *fds, size_t n
 		if (dup2(moved[i], 3 + (int)i) < 0)
 			goto fail;
 	/* Anything above the listeners goes, CLOEXEC or not (fds leaked into batond included). */
-	if (close_range((unsigned)target_end, UINT_MAX, 0) < 0)
+	if (seccomp_wr < 0) {
+		if (close_range((unsigned)target_end, UINT_MAX, 0) < 0)
+			goto fail;
+	} else if ((seccomp_wr > target_end &&
+		    close_range((unsigned)target_end, (unsigned)seccomp_wr - 1, 0) < 0) ||
+		   close_range((unsigned)seccomp_wr + 1, UINT_MAX, 0) < 0) {
 		goto fail;
+	}
 
 	/* The worker's own limit as batond started, but room for what it inherits. */
 	if (original_nofile.rlim_cur > 0) {
@@ -459,7 +494,7 @@ child(const char *path, char *const *argv, char **envp, const int *fds, size_t n
 	}
 	if (drop_inheritable_caps() < 0)
 		goto fail; /* errno is set: better no worker than one with batond's privilege */
-	if (child_creds(creds) < 0)
+	if (child_creds(opt ? opt->creds : NULL) < 0)
 		goto fail;
 	{
 		char *env[SPAWN_CHILD_ENV_MAX + 1];
@@ -469,6 +504,14 @@ child(const char *path, char *const *argv, char **envp, const int *fds, size_t n
 					sizeof(listen_pid)) < 0) {
 			errno = E2BIG;
 			goto fail;
+		}
+		if (opt && opt->seccomp) {
+			int r = child_seccomp(opt->seccomp, seccomp_wr);
+
+			if (r < 0) {
+				errno = -r;
+				goto fail;
+			}
 		}
 		(void)execve(path, argv, env);
 	}
@@ -483,12 +526,29 @@ static int child_main(void *arg)
 {
 	struct child_args *a = arg;
 
-	child(a->path, a->argv, a->envp, a->fds, a->n_fds, a->creds, &a->err);
+	child(a->path, a->argv, a->envp, a->fds, a->n_fds, a->opt, a->seccomp_wr, &a->err);
 }
 #endif
 
+/*
+ * The child's message, with a seccomp filter: its listener. Queued before the child's execve(),
+ * so this never waits. Returns the listener, or a negative errno (-EIO: nothing that makes sense).
+ */
+static int receive_seccomp_fd(int rd)
+{
+	int zero = 0, fd = -1;
+	size_t n_fds = 0;
+	ssize_t n = proto_recv(rd, &zero, sizeof(zero), &fd, 1, &n_fds);
+
+	if (n == (ssize_t)sizeof(zero) && n_fds == 1)
+		return fd;
+	if (n_fds == 1)
+		(void)close(fd);
+	return n < 0 ? (int)n : -EIO;
+}
+
 int spawn_worker(const char *path, char *const *argv, char **envp, const int *fds, size_t n_fds,
-		 const struct spawn_creds *creds, pid_t *ret_pid)
+		 struct spawn_options *opt, pid_t *ret_pid)
 {
 	/*
 	 * The child runs on this frame's array while batond is suspended (CLONE_VFORK): fork()'s
@@ -498,19 +558,31 @@ int spawn_worker(const char *path, char *const *argv, char **envp, const int *fd
 	 * LISTEN_PID is an array on that stack.
 	 */
 	_Alignas(16) char stack[SPAWN_CHILD_STACK];
-	struct child_args a = {
-		.path = path,
-		.argv = argv,
-		.envp = envp,
-		.fds = fds,
-		.n_fds = n_fds,
-		.creds = creds,
-		.err = 0,
-	};
+	struct child_args a = { .path = path,
+				.argv = argv,
+				.envp = envp,
+				.fds = fds,
+				.n_fds = n_fds,
+				.opt = opt,
+				.seccomp_wr = -1,
+				.err = 0 };
+	_cleanup_close_ int rd = -1, wr = -1;
 	pid_t pid;
 
 	if (n_fds > SPAWN_MAX_FDS)
 		return -E2BIG;
+	if (opt)
+		opt->seccomp_fd = -1;
+	if (opt && opt->seccomp) {
+		int p[2];
+
+		/* Where the child's seccomp listener comes back (closed in the child by its exec). */
+		if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, p) < 0)
+			return -errno;
+		rd = p[0];
+		wr = p[1];
+		a.seccomp_wr = wr;
+	}
 #if SPAWN_SANITIZED
 	/*
 	 * AddressSanitizer cannot follow a child that runs on a borrowed stack in batond's memory
@@ -530,7 +602,7 @@ int spawn_worker(const char *path, char *const *argv, char **envp, const int *fd
 
 		pid = (pid_t)syscall(SYS_clone, CLONE_VFORK | SIGCHLD, NULL, NULL, NULL, 0);
 		if (pid == 0)
-			child(path, argv, envp, fds, n_fds, creds, shared);
+			child(path, argv, envp, fds, n_fds, opt, wr, shared);
 		clone_err = errno;
 		a.err = *shared;
 		(void)munmap(shared, sizeof(int));
@@ -548,6 +620,19 @@ int spawn_worker(const char *path, char *const *argv, char **envp, const int *fd
 		while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
 			;
 		return -a.err;
+	}
+	wr = safe_close(wr);
+	if (opt && opt->seccomp) {
+		int sfd = receive_seccomp_fd(rd);
+
+		if (sfd < 0) {
+			/* Its first bind() would wait for an answer forever: end it now. */
+			(void)kill(pid, SIGKILL);
+			while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+				;
+			return sfd;
+		}
+		opt->seccomp_fd = sfd;
 	}
 	*ret_pid = pid;
 	return 0;

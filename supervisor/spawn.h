@@ -2,6 +2,7 @@
 /* spawn.h - fork/exec a worker with its listeners at fds 3.. and a clean process state. */
 #pragma once
 
+#include <linux/filter.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <sys/types.h>
@@ -45,6 +46,7 @@ struct spawn_env {
 #define SPAWN_PASS_SERVER_STARTER 0x4u	/* SERVER_STARTER_PORT, SERVER_STARTER_GENERATION */
 #define SPAWN_PASS_NGINX	  0x8u	/* NGINX="3;4;" */
 #define SPAWN_PASS_SCM		  0x10u /* BATON_FD=3: a channel to batond, nothing else (alone) */
+#define SPAWN_PASS_INTERCEPT	  0x20u /* nothing: batond swaps listeners in at bind() (alone) */
 
 /*
  * The SERVER_STARTER_PORT key of a listener, as Server::Starter writes it: "PORT" for an IPv4
@@ -67,16 +69,24 @@ void spawn_server_starter_key(const struct listener *l, char *buf, size_t size);
 int spawn_env_build(char *const *base, const struct spawn_env *e, char ***ret_envp);
 char **spawn_env_free(char **envp);
 
+/* What a spawn may do besides the fds and the environment. */
+struct spawn_options {
+	const struct spawn_creds *creds; /* --user, --group, --no-new-privs, or NULL: batond's */
+	/* Installed last before execve(), with a notify listener (--intercept), or NULL. */
+	const struct sock_fprog *seccomp;
+	int seccomp_fd; /* out: that listener (CLOEXEC, the caller's), or -1 */
+};
+
 /*
  * Forks and execs path with argv and envp. In the child: default signal mask and dispositions,
  * its own process group, fds[i] at 3+i without CLOEXEC, every other fd above 2 closed, LISTEN_PID
- * set to its pid, then creds (NULL: none): groups, gid, uid, no_new_privs, last before exec.
- * Returns 0 and *ret_pid once the exec happened, or a negative errno if fork, a credential
- * change or exec failed (the child, if any, is reaped). Owns nothing; every fd stays the
- * caller's.
+ * set to its pid, then what opt asks for (opt may be NULL): its credentials (groups, gid, uid,
+ * no_new_privs) and last its seccomp filter. Returns 0 and *ret_pid once the exec happened, or
+ * a negative errno if the clone, a credential change, the filter or exec failed (the child, if
+ * any, is reaped). Owns nothing; every fd stays the caller's.
  */
 int spawn_worker(const char *path, char *const *argv, char **envp, const int *fds, size_t n_fds,
-		 const struct spawn_creds *creds, pid_t *ret_pid);
+		 struct spawn_options *opt, pid_t *ret_pid);
 
 /*
  * Raises batond's own soft RLIMIT_NOFILE to the hard limit (it holds every listener, a channel

@@ -182,6 +182,55 @@ def gunicorn_command(d):
 
 
 # ---------------------------------------------------------------------------------------------
+# caddy 2.6 (Go): no socket activation in this version, and raw system calls that no preload
+# shim sees; it binds its own listener, which only --intercept can hand over. `bind` makes it
+# bind the held address (without it caddy binds [::]:PORT). READY=1 comes on NOTIFY_SOCKET once
+# it serves; TERM is its graceful stop. admin off: no second listener on localhost:2019.
+
+def caddy_config(d, port, broken=False):
+    path = os.path.join(d, "Caddyfile")
+    text = f'''\
+{{
+\tadmin off
+\tauto_https off
+}}
+http://127.0.0.1:{port} {{
+\tbind 127.0.0.1
+\trespond "hello from caddy" 200
+}}
+'''
+    if broken:
+        text += "this_is_not_a_directive {\n"  # caddy exits 1 adapting the Caddyfile
+    replace_file(path, text)
+    return path
+
+
+def caddy_command(d):
+    return [need("caddy", "caddy"), "run", "--config", os.path.join(d, "Caddyfile"),
+            "--adapter", "caddyfile"]
+
+
+def caddy_env(d):
+    """caddy keeps its data (certificates, autosave.json) under HOME/XDG dirs: the test's own."""
+    return {"HOME": d, "XDG_DATA_HOME": d, "XDG_CONFIG_HOME": d}
+
+
+# ---------------------------------------------------------------------------------------------
+# static-server (tests/integration/static_server.c, built -static by make): reads "HOST PORT"
+# from its configuration, binds it itself, accepts blocking; TERM is its graceful stop. Replies
+# name the process that served them.
+
+def static_config(d, port, broken=False, host="127.0.0.1"):
+    path = os.path.join(d, "static.conf")
+    replace_file(path, "not-an-address\n" if broken else f"{host} {port}\n")
+    return path
+
+
+def static_command(d):
+    return [bin_path("static-server"), os.path.join(d, "static.conf")]
+
+
+# ---------------------------------------------------------------------------------------------
 # batond around them.
 
 def start(d, write_config, batond_args, command, n_procs, extra_env=None):

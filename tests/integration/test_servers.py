@@ -1,6 +1,7 @@
 # SPDX-License-Identifier: MIT
 """test_servers.py - real servers from Debian packages behind batond (issue #6): lighttpd and
-gunicorn by LISTEN_FDS, nginx by its NGINX variable and by the preload shim.
+gunicorn by LISTEN_FDS, nginx by its NGINX variable and by the preload shim; caddy (Go) and a
+static C server by seccomp interception (issue #14).
 
 Each server: 20 reloads under load with 0 failed requests, every reload replacing the whole
 process tree of the old generation; and a new configuration the server refuses to start with
@@ -14,10 +15,11 @@ import signal
 import tempfile
 
 from harness import Load, alive, bin_path, check, reload_and_wait, socket_inodes, wait_for
-from servers_lib import (GUNICORN_WORKERS, NGINX_WORKERS, gunicorn_command, gunicorn_config,
-                         holder_of_connection, kill_all, lighttpd_command, lighttpd_config,
-                         nginx_command, nginx_config, ready_without_notify, start, tree,
-                         wait_tree)
+from servers_lib import (GUNICORN_WORKERS, NGINX_WORKERS, caddy_command, caddy_config,
+                         caddy_env, gunicorn_command, gunicorn_config, holder_of_connection,
+                         kill_all, lighttpd_command, lighttpd_config, nginx_command,
+                         nginx_config, ready_without_notify, start, static_command,
+                         static_config, tree, wait_tree)
 
 RELOADS = 20
 LOAD_THREADS = 4
@@ -27,8 +29,9 @@ PRELOAD_LIB = bin_path("libbaton-preload.so")
 class Server:
     """How one server runs under batond."""
 
-    def __init__(self, name, config, command, args, n_procs, drain, pid_body):
+    def __init__(self, name, config, command, args, n_procs, drain, pid_body, env=None):
         self.name = name
+        self.env = env  # (d) -> extra environment for batond and the server, or None
         self.config = config  # (d, port, broken=False) -> path
         self.command = command  # (d) -> argv
         self.args = args  # batond options besides -l and -c
@@ -62,6 +65,20 @@ def nginx_by_preload():
     return Server("nginx (preload)", nginx_config, nginx_command,
                   ["--preload", "--ready", "notify", "--drain-signal", "QUIT"],
                   1 + NGINX_WORKERS, "QUIT", True)
+
+
+def caddy():
+    # Go: raw system calls, so no shim; caddy sends READY=1 itself (--ready notify).
+    return Server("caddy", caddy_config, caddy_command,
+                  ["--intercept", "--ready", "notify", "--drain-signal", "TERM"],
+                  1, "TERM", False, env=caddy_env)
+
+
+def static_server():
+    # Static: no PT_INTERP, so no preload; it sends nothing, it waits in accept().
+    return Server("static-server", static_config, static_command,
+                  ["--intercept", "--ready", "listening", "--drain-signal", "TERM"],
+                  1, "TERM", True)
 
 
 def check_preload_built():
@@ -118,7 +135,8 @@ def stop_and_check_nothing_left(b):
 def running(s, d):
     """Starts batond with the server s in d and yields (b, port); then stops it and checks that
     nothing is left. On any failure, prints batond's log; every process goes in the end."""
-    b, port = start(d, s.config, s.args, s.command(d), s.n_procs)
+    b, port = start(d, s.config, s.args, s.command(d), s.n_procs,
+                    extra_env=s.env(d) if s.env else None)
     try:
         yield b, port
         stop_and_check_nothing_left(b)
@@ -250,3 +268,21 @@ def test_nginx_by_preload_shim_with_a_broken_configuration_keeps_the_old_generat
     check_preload_built()
     broken_configuration_keeps_old_generation(nginx_by_preload(), [
         ("a syntax error", lambda d, p: nginx_config(d, p, broken=True))])
+
+
+def test_caddy_by_seccomp_interception_twenty_reloads_under_load():
+    twenty_reloads_under_load(caddy())
+
+
+def test_caddy_by_seccomp_interception_with_a_broken_caddyfile_keeps_the_old_generation():
+    broken_configuration_keeps_old_generation(caddy(), [
+        ("an unknown directive", lambda d, p: caddy_config(d, p, broken=True))])
+
+
+def test_static_server_by_seccomp_interception_twenty_reloads_under_load():
+    twenty_reloads_under_load(static_server())
+
+
+def test_static_server_by_seccomp_interception_with_a_broken_configuration_keeps_the_old_one():
+    broken_configuration_keeps_old_generation(static_server(), [
+        ("no address", lambda d, p: static_config(d, p, broken=True))])

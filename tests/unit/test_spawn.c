@@ -695,7 +695,9 @@ static int run_with_creds(const char *script, const struct spawn_creds *creds)
 	pid_t pid = PID_POISON;
 	int status;
 
-	ck_assert_int_eq(spawn_worker(argv[0], argv, envp, NULL, 0, creds, &pid), 0);
+	struct spawn_options opt = { .creds = creds };
+
+	ck_assert_int_eq(spawn_worker(argv[0], argv, envp, NULL, 0, &opt, &pid), 0);
 	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
 	ck_assert(WIFEXITED(status));
 	return WEXITSTATUS(status);
@@ -749,7 +751,9 @@ START_TEST(a_credential_change_that_fails_is_a_spawn_failure_with_its_errno)
 	if (helper == 0) {
 		if (setgid(65534) < 0 || setuid(65534) < 0)
 			_exit(100);
-		_exit(spawn_worker("/bin/true", argv, envp, NULL, 0, &k, &pid) == -EPERM &&
+		struct spawn_options opt = { .creds = &k };
+
+		_exit(spawn_worker("/bin/true", argv, envp, NULL, 0, &opt, &pid) == -EPERM &&
 				      pid == PID_POISON
 			      ? 0
 			      : 101);

@@ -25,6 +25,7 @@ Suite *metrics_suite(void);
 Suite *einhorn_suite(void);
 Suite *inuse_suite(void);
 Suite *control_suite(void);
+Suite *intercept_suite(void);
 
 /* Number of open fds of this process, from /proc/self/fd; tests compare it before and after. */
 int unit_count_fds(void);

@@ -1,0 +1,127 @@
+/* SPDX-License-Identifier: MIT */
+/* static_server.c - an HTTP server that binds its own socket, built -static by the tests. */
+/*
+ * Usage: static_server CONFIG, where the file CONFIG says "HOST PORT". It knows nothing of batond: no LISTEN_FDS, no libc that a
+ * preload shim could reach (it is linked statically), a blocking accept(). Each reply names
+ * the process ("pid=N"). SIGTERM is its graceful stop: it shuts its listener down (which must
+ * not reach batond's shared socket), finishes the connection in hand and exits 0.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+static volatile sig_atomic_t stopping;
+
+static void on_term(int sig)
+{
+	(void)sig;
+	stopping = 1;
+}
+
+/* Reads the request head (up to the blank line); EINTR from the drain signal is retried. */
+static int read_head(int c)
+{
+	char buf[4096];
+	size_t have = 0;
+
+	for (;;) {
+		ssize_t n = read(c, buf + have, sizeof(buf) - 1 - have);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return -1;
+		have += (size_t)n;
+		buf[have] = '\0';
+		if (strstr(buf, "\r\n\r\n"))
+			return 0;
+		if (have == sizeof(buf) - 1)
+			return -1;
+	}
+}
+
+static void serve(int c)
+{
+	char reply[256], body[64];
+	size_t off = 0;
+	int len;
+
+	if (read_head(c) < 0)
+		return;
+	(void)snprintf(body, sizeof(body), "pid=%d\n", (int)getpid());
+	len = snprintf(reply, sizeof(reply),
+		       "HTTP/1.1 200 OK\r\nContent-Length: %zu\r\nConnection: close\r\n\r\n%s",
+		       strlen(body), body);
+	while (off < (size_t)len) {
+		ssize_t n = write(c, reply + off, (size_t)len - off);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return;
+		off += (size_t)n;
+	}
+}
+
+int main(int argc, char **argv)
+{
+	struct sigaction sa = { .sa_handler = on_term }; /* no SA_RESTART: accept() returns */
+	struct sockaddr_in a = { .sin_family = AF_INET };
+	char host[64];
+	unsigned port;
+	FILE *f;
+	int one = 1;
+	int s;
+
+	f = argc == 2 ? fopen(argv[1], "re") : NULL;
+	if (!f) {
+		(void)fprintf(stderr, "usage: static_server CONFIG (a file: HOST PORT)\n");
+		return 2;
+	}
+	if (fscanf(f, "%63s %u", host, &port) != 2 || port > 65535 ||
+	    inet_pton(AF_INET, host, &a.sin_addr) != 1) {
+		(void)fprintf(stderr, "static_server: %s: expected HOST PORT\n", argv[1]);
+		return 1;
+	}
+	(void)fclose(f);
+	a.sin_port = htons((unsigned short)port);
+	(void)sigaction(SIGTERM, &sa, NULL);
+	(void)signal(SIGPIPE, SIG_IGN);
+	s = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (s < 0 || setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0) {
+		perror("static_server: socket");
+		return 1;
+	}
+	if (bind(s, (struct sockaddr *)&a, sizeof(a)) < 0) {
+		(void)fprintf(stderr, "static_server: bind %s:%u: %s\n", host, port,
+			      strerror(errno));
+		return 1;
+	}
+	if (listen(s, 128) < 0) {
+		perror("static_server: listen");
+		return 1;
+	}
+	while (!stopping) {
+		int c = accept(s, NULL, NULL);
+
+		if (c < 0) {
+			if (errno == EINTR || errno == ECONNABORTED)
+				continue;
+			perror("static_server: accept");
+			return 1;
+		}
+		serve(c);
+		(void)close(c);
+	}
+	/* What a server does to stop accepting: batond keeps the shared socket as it is. */
+	if (shutdown(s, SHUT_RDWR) < 0)
+		perror("static_server: shutdown");
+	(void)close(s);
+	return 0;
+}
