@@ -139,6 +139,12 @@ class Batond(StderrReader):
         with self.cond:
             return sum(1 for l in self.lines if rx.search(l))
 
+    def count_since(self, mark, pattern):
+        """Lines matching pattern at index >= mark."""
+        rx = re.compile(pattern)
+        with self.cond:
+            return sum(1 for line in self.lines[mark:] if rx.search(line))
+
     def mark(self):
         with self.cond:
             return len(self.lines)
@@ -355,6 +361,9 @@ class Load:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+
+    def running(self):
+        return self.proc.poll() is None
 
 
 def free_port():

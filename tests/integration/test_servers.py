@@ -147,75 +147,100 @@ def running(s, d):
         kill_all(b)
 
 
+def start_load(port):
+    return Load(f"127.0.0.1:{port}", duration="600s", threads=LOAD_THREADS)
+
+
+def reloads_phase(s, b, port):
+    """RELOADS reloads under load: each replaces every process, 0 requests fail, and each old
+    generation gets the drain signal and exits 0. Returns the next generation number."""
+    check_serves_batonds_listener(b, port, tree(b))
+    check_serves(s, b, port, tree(b))
+    mark = b.mark()
+    load = start_load(port)
+    try:
+        for gen in range(2, RELOADS + 2):
+            old = wait_tree(b, s.n_procs)
+            check(reload_and_wait(b, gen) == "done",
+                  f"{s.name}: reload {gen} failed:\n{b.log()}")
+            wait_for(lambda: not any(alive(p) for p in old),
+                     f"every process of generation {gen - 1} to exit")
+            new = wait_tree(b, s.n_procs)
+            check(not (new & old), f"reload {gen} kept processes: {sorted(new & old)}")
+            check_serves(s, b, port, new)
+        check(load.running(), "the load ended before the reloads did")
+        check_serves_batonds_listener(b, port, tree(b))
+        res = load.finish()
+    finally:
+        load.kill()
+    print(f"  {s.name} ({' '.join(s.args)}), {RELOADS} reloads under load: {res}",
+          flush=True)
+    check(res["ok"] > 0, f"no request succeeded: {res}")
+    check(res["failed"] == 0, f"{res['failed']} failed requests over {RELOADS} reloads")
+    if s.pid_body:
+        check(res["pids"] > s.n_procs, f"replies came from only {res['pids']} pids")
+    sent_rx = rf"sent SIG{s.drain} to worker pid"
+    clean_rx = r"generation \d+ worker \d+ \(pid \d+\): exited with status 0"
+    # The last lines may still be on their way to the reader: wait for the counts.
+    wait_for(lambda: b.count_since(mark, sent_rx) >= RELOADS,
+             f"SIG{s.drain} sent for every reload")
+    wait_for(lambda: b.count_since(mark, clean_rx) >= RELOADS, "every old generation exiting 0")
+    sent = b.count_since(mark, sent_rx)
+    check(sent == RELOADS, f"SIG{s.drain} sent {sent} times for {RELOADS} reloads")
+    clean = b.count_since(mark, clean_rx)
+    check(clean == RELOADS, f"{clean} of {RELOADS} old generations drained and exited 0")
+    return RELOADS + 2
+
+
+def broken_phase(s, b, port, d, breakers, gen):
+    """breakers: (what, write) pairs; each write(d, port) leaves a configuration the server
+    refuses to start with. Each reload to it must fail, the old generation serving on; then the
+    repaired configuration reloads. 0 requests fail throughout."""
+    old = tree(b)
+    load = start_load(port)
+    try:
+        for what, write in breakers:
+            write(d, port)
+            check(reload_and_wait(b, gen) == "failed",
+                  f"{s.name}: a reload with {what} was kept:\n{b.log()}")
+            m, _ = b.wait_log(rf"reload to generation {gen} failed: (.*)")
+            check(re.search(r"exited with status [1-9]\d* before it was ready",
+                            m.group(1)), f"unclear reason: {m.group(0)}")
+            wait_for(lambda: tree(b) == old, f"only the serving generation to be left after "
+                     f"{what} (have {sorted(tree(b))}, had {sorted(old)})")
+            check_serves(s, b, port, old)
+            gen += 1
+        s.config(d, port)
+        check(reload_and_wait(b, gen) == "done", f"the repaired reload failed:\n{b.log()}")
+        wait_for(lambda: not any(alive(p) for p in old), "the old generation to exit")
+        new = wait_tree(b, s.n_procs)
+        check(not (new & old), f"processes kept: {sorted(new & old)}")
+        check_serves(s, b, port, new)
+        res = load.finish()
+    finally:
+        load.kill()
+    print(f"  {s.name} ({' '.join(s.args)}), broken then repaired configuration under "
+          f"load: {res}", flush=True)
+    check(res["ok"] > 0, f"no request succeeded: {res}")
+    check(res["failed"] == 0, f"{res['failed']} failed requests: {res}")
+
+
 def twenty_reloads_under_load(s):
     with tempfile.TemporaryDirectory() as d, running(s, d) as (b, port):
-        check_serves_batonds_listener(b, port, tree(b))
-        check_serves(s, b, port, tree(b))
-        load = Load(f"127.0.0.1:{port}", duration="600s", threads=LOAD_THREADS)
-        try:
-            for gen in range(2, RELOADS + 2):
-                old = wait_tree(b, s.n_procs)
-                check(reload_and_wait(b, gen) == "done",
-                      f"{s.name}: reload {gen} failed:\n{b.log()}")
-                wait_for(lambda: not any(alive(p) for p in old),
-                         f"every process of generation {gen - 1} to exit")
-                new = wait_tree(b, s.n_procs)
-                check(not (new & old), f"reload {gen} kept processes: {sorted(new & old)}")
-                check_serves(s, b, port, new)
-            check(load.proc.poll() is None, "the load ended before the reloads did")
-            check_serves_batonds_listener(b, port, tree(b))
-            res = load.finish()
-        finally:
-            load.kill()
-        print(f"  {s.name} ({' '.join(s.args)}), {RELOADS} reloads under load: {res}",
-              flush=True)
-        check(res["ok"] > 0, f"no request succeeded: {res}")
-        check(res["failed"] == 0, f"{res['failed']} failed requests over {RELOADS} reloads")
-        if s.pid_body:
-            check(res["pids"] > s.n_procs, f"replies came from only {res['pids']} pids")
-        # The last lines may still be on their way to the reader: wait for the counts.
-        wait_for(lambda: b.count(rf"sent SIG{s.drain} to worker pid") >= RELOADS,
-                 f"SIG{s.drain} sent for every reload")
-        wait_for(lambda: b.count(r"generation \d+ worker \d+ \(pid \d+\): exited with "
-                                 r"status 0") >= RELOADS, "every old generation exiting 0")
-        sent = b.count(rf"sent SIG{s.drain} to worker pid")
-        check(sent == RELOADS, f"SIG{s.drain} sent {sent} times for {RELOADS} reloads")
-        clean = b.count(r"generation \d+ worker \d+ \(pid \d+\): exited with status 0")
-        check(clean == RELOADS, f"{clean} of {RELOADS} old generations drained and exited 0")
+        reloads_phase(s, b, port)
 
 
 def broken_configuration_keeps_old_generation(s, breakers):
-    """breakers: (what, write) pairs; each write(d, port) leaves a configuration the server
-    refuses to start with. Each reload to it must fail, the old generation serving on."""
     with tempfile.TemporaryDirectory() as d, running(s, d) as (b, port):
-        old = tree(b)
-        load = Load(f"127.0.0.1:{port}", duration="600s", threads=LOAD_THREADS)
-        try:
-            gen = 2
-            for what, write in breakers:
-                write(d, port)
-                check(reload_and_wait(b, gen) == "failed",
-                      f"{s.name}: a reload with {what} was kept:\n{b.log()}")
-                m, _ = b.wait_log(rf"reload to generation {gen} failed: (.*)")
-                check(re.search(r"exited with status [1-9]\d* before it was ready",
-                                m.group(1)), f"unclear reason: {m.group(0)}")
-                wait_for(lambda: tree(b) == old, f"only generation 1 to be left after "
-                         f"{what} (have {sorted(tree(b))}, had {sorted(old)})")
-                check_serves(s, b, port, old)
-                gen += 1
-            s.config(d, port)
-            check(reload_and_wait(b, gen) == "done", f"the repaired reload failed:\n{b.log()}")
-            wait_for(lambda: not any(alive(p) for p in old), "generation 1 to exit")
-            new = wait_tree(b, s.n_procs)
-            check(not (new & old), f"processes kept: {sorted(new & old)}")
-            check_serves(s, b, port, new)
-            res = load.finish()
-        finally:
-            load.kill()
-        print(f"  {s.name} ({' '.join(s.args)}), broken then repaired configuration under "
-              f"load: {res}", flush=True)
-        check(res["ok"] > 0, f"no request succeeded: {res}")
-        check(res["failed"] == 0, f"{res['failed']} failed requests: {res}")
+        broken_phase(s, b, port, d, breakers, 2)
+
+
+def recipe(s, breakers):
+    """A server's recipe in docs/WRAPPING.md, on one batond: RELOADS reloads under load, then
+    each broken configuration rolled back under load, 0 failed throughout."""
+    with tempfile.TemporaryDirectory() as d, running(s, d) as (b, port):
+        gen = reloads_phase(s, b, port)
+        broken_phase(s, b, port, d, breakers, gen)
 
 
 def test_lighttpd_socket_activation_twenty_reloads_under_load():
@@ -270,19 +295,10 @@ def test_nginx_by_preload_shim_with_a_broken_configuration_keeps_the_old_generat
         ("a syntax error", lambda d, p: nginx_config(d, p, broken=True))])
 
 
-def test_caddy_by_seccomp_interception_twenty_reloads_under_load():
-    twenty_reloads_under_load(caddy())
+def test_caddy_recipe_by_seccomp_interception():
+    recipe(caddy(), [("an unknown directive", lambda d, p: caddy_config(d, p, broken=True))])
 
 
-def test_caddy_by_seccomp_interception_with_a_broken_caddyfile_keeps_the_old_generation():
-    broken_configuration_keeps_old_generation(caddy(), [
-        ("an unknown directive", lambda d, p: caddy_config(d, p, broken=True))])
+def test_static_server_recipe_by_seccomp_interception():
+    recipe(static_server(), [("no address", lambda d, p: static_config(d, p, broken=True))])
 
-
-def test_static_server_by_seccomp_interception_twenty_reloads_under_load():
-    twenty_reloads_under_load(static_server())
-
-
-def test_static_server_by_seccomp_interception_with_a_broken_configuration_keeps_the_old_one():
-    broken_configuration_keeps_old_generation(static_server(), [
-        ("no address", lambda d, p: static_config(d, p, broken=True))])
