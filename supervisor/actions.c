@@ -138,6 +138,11 @@ static void run_spawn(struct batond *b, const struct rollout_action *a)
 			    "shim cannot load into it, so its bind() gets no listener of batond's; "
 			    "run it with --intercept instead",
 			    a->gen, b->cfg.exec_path);
+	/* Built again for each spawn: a Unix path listener may have come (batonctl listen). */
+	if (intercept)
+		(void)intercept_filter_init(
+			&b->intercept,
+			intercept_plan_guards_unlink(b->cfg.listeners, b->cfg.n_listeners));
 	r = spawn_env_build(environ, &se, &envp);
 	if (r >= 0 && scm)
 		r = channel_socketpair(&bfd, &wfd);

@@ -28,9 +28,9 @@
 #define PIDFD_THREAD O_EXCL /* Linux 6.9: a pidfd for one thread */
 #endif
 
-int intercept_filter_init(struct intercept_filter *f)
+int intercept_filter_init(struct intercept_filter *f, bool guard_unlink)
 {
-	int n = intercept_plan_filter(f->code);
+	int n = intercept_plan_filter(f->code, guard_unlink);
 
 	if (n < 0)
 		return n;
@@ -203,6 +203,57 @@ static void read_address(pid_t tid, uint64_t ptr, uint64_t len, struct intercept
 	}
 }
 
+/*
+ * unlink()'s or unlinkat()'s path, read from the server's memory a page at a time (a string
+ * may end just before an unmapped page), then the file it names for the server: from its
+ * root, its working directory, or dirfd. Not followed if it is a symlink, as unlink() would.
+ */
+static void read_unlink_path(pid_t tid, long nr, const struct seccomp_data *data,
+			     struct intercept_facts *f)
+{
+	bool at = nr == SYS_unlinkat;
+	uint64_t ptr = at ? data->args[1] : data->args[0];
+	int dirfd = at ? (int)data->args[0] : AT_FDCWD;
+	long page = sysconf(_SC_PAGESIZE);
+	char path[PATH_MAX], where[PATH_MAX + 64];
+	size_t have = 0;
+	struct stat st;
+
+	f->removes_dir = at && (data->args[2] & AT_REMOVEDIR);
+	if (page <= 0)
+		return;
+	while (have < sizeof(path)) {
+		uint64_t addr = ptr + have;
+		size_t chunk = (size_t)page - (size_t)(addr % (uint64_t)page);
+		struct iovec local, remote;
+		ssize_t n;
+
+		if (chunk > sizeof(path) - have)
+			chunk = sizeof(path) - have;
+		local = (struct iovec){ .iov_base = path + have, .iov_len = chunk };
+		remote = (struct iovec){ .iov_base = (void *)(uintptr_t)addr, .iov_len = chunk };
+		n = process_vm_readv(tid, &local, 1, &remote, 1, 0);
+		if (n <= 0)
+			return;
+		if (memchr(path + have, '\0', (size_t)n))
+			break;
+		have += (size_t)n;
+	}
+	if (have >= sizeof(path) || path[0] == '\0')
+		return;
+	if (path[0] == '/')
+		(void)snprintf(where, sizeof(where), "/proc/%d/root%s", (int)tid, path);
+	else if (dirfd == AT_FDCWD)
+		(void)snprintf(where, sizeof(where), "/proc/%d/cwd/%s", (int)tid, path);
+	else
+		(void)snprintf(where, sizeof(where), "/proc/%d/fd/%d/%s", (int)tid, dirfd, path);
+	if (lstat(where, &st) == 0) {
+		f->path_known = true;
+		f->path_dev = st.st_dev;
+		f->path_ino = st.st_ino;
+	}
+}
+
 /* Whether fd of thread tid is close-on-exec, from /proc/TID/fdinfo/FD ("flags:", octal). */
 static bool fd_cloexec(pid_t tid, int fd)
 {
@@ -270,7 +321,10 @@ static void answer(struct batond *b, struct worker_extra *x, int nfd,
 	char label[96], addr[LISTENER_SPEC_MAX];
 	bool cloexec = true;
 
-	look_at_socket(b, tid, fd, &f, &dup);
+	if (f.call == INTERCEPT_CALL_UNLINK)
+		read_unlink_path(tid, req->data.nr, &req->data, &f);
+	else
+		look_at_socket(b, tid, fd, &f, &dup);
 	if (f.call == INTERCEPT_CALL_BIND)
 		read_address(tid, req->data.args[1], req->data.args[2], &f);
 	f.level = (int)req->data.args[1];
@@ -315,6 +369,12 @@ static void answer(struct batond *b, struct worker_extra *x, int nfd,
 	}
 	case INTERCEPT_RETURN:
 		resp.error = d.error;
+		if (f.call == INTERCEPT_CALL_UNLINK) {
+			log_info("%s: unlink of listener %s's socket file answered 0; the file "
+				 "stays for the other workers",
+				 label, b->cfg.listeners[d.held].name);
+			break;
+		}
 		log_debug("%s: %s on listener %s (fd %d) answered %s, not run", label,
 			  f.call == INTERCEPT_CALL_BIND		? "bind"
 			  : f.call == INTERCEPT_CALL_LISTEN	? "listen"

@@ -16,8 +16,9 @@ struct intercept_filter {
 	struct sock_fprog prog;
 };
 
-/* Builds f; 0, or -ENOTSUP on an architecture the filter does not know. */
-int intercept_filter_init(struct intercept_filter *f);
+/* Builds f (guard_unlink: see intercept_plan_filter()); 0, or -ENOTSUP on an architecture the
+ * filter does not know. */
+int intercept_filter_init(struct intercept_filter *f, bool guard_unlink);
 
 /*
  * In the child between fork() and execve(), async-signal-safe: installs prog with a notify

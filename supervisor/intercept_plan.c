@@ -31,6 +31,11 @@ enum intercept_call intercept_plan_call(long nr)
 		return INTERCEPT_CALL_SETSOCKOPT;
 	case SYS_shutdown:
 		return INTERCEPT_CALL_SHUTDOWN;
+#ifdef SYS_unlink
+	case SYS_unlink:
+#endif
+	case SYS_unlinkat:
+		return INTERCEPT_CALL_UNLINK;
 	default:
 		return INTERCEPT_CALL_OTHER;
 	}
@@ -216,6 +221,17 @@ struct intercept_decision intercept_plan_decide(const struct intercept_facts *f,
 		if (ours && f->how != SHUT_WR)
 			return verdict(INTERCEPT_RETURN, INTERCEPT_WHY_SHARED, f->held, 0);
 		break;
+	case INTERCEPT_CALL_UNLINK:
+		/* The file clients connect through; a server removes it at close (Go) or before
+		 * its bind (a stale file, it thinks). Only the file batond made, by identity. */
+		if (f->path_known && !f->removes_dir) {
+			for (size_t i = 0; i < n; i++)
+				if (l[i].kind == LISTENER_UNIX && l[i].path_ino != 0 &&
+				    l[i].path_dev == f->path_dev && l[i].path_ino == f->path_ino)
+					return verdict(INTERCEPT_RETURN, INTERCEPT_WHY_SOCKET_FILE,
+						       (int)i, 0);
+		}
+		return verdict(INTERCEPT_CONTINUE, INTERCEPT_WHY_NOT_OURS, -1, 0);
 	case INTERCEPT_CALL_OTHER:
 	default:
 		break;
@@ -241,6 +257,8 @@ enum {
 	AT_LISTEN,
 	AT_SHUTDOWN,
 	AT_SETSOCKOPT,
+	AT_UNLINK,
+	AT_UNLINKAT,
 	AT_RET_ALLOW_1,
 	AT_LD_HOW,
 	AT_HOW,
@@ -257,13 +275,31 @@ _Static_assert(AT_END <= INTERCEPT_FILTER_MAX, "INTERCEPT_FILTER_MAX too small")
 
 #define TO(target, at) ((__u8)((target) - (at)-1))
 
-int intercept_plan_filter(struct sock_filter out[static INTERCEPT_FILTER_MAX])
+bool intercept_plan_guards_unlink(const struct listener *l, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (l[i].kind == LISTENER_UNIX && l[i].addr.un.sun_path[0] != '\0')
+			return true;
+	return false;
+}
+
+/* unlink() is unlinkat() on architectures that never had it (aarch64): never matched. */
+#ifdef SYS_unlink
+#define NR_UNLINK SYS_unlink
+#else
+#define NR_UNLINK SYS_unlinkat
+#endif
+
+int intercept_plan_filter(struct sock_filter out[static INTERCEPT_FILTER_MAX], bool guard_unlink)
 {
 #ifndef INTERCEPT_ARCH
 	(void)out;
+	(void)guard_unlink;
 	return -ENOTSUP;
 #else
 	struct sock_filter *f = out;
+	/* Without a socket file to guard, every unlink stays in the kernel. */
+	int unlink_to = guard_unlink ? AT_NOTIFY : AT_ALLOW;
 
 	f[AT_LD_ARCH] = (struct sock_filter)BPF_STMT(BPF_LD | BPF_W | BPF_ABS,
 						     offsetof(struct seccomp_data, arch));
@@ -282,6 +318,10 @@ int intercept_plan_filter(struct sock_filter out[static INTERCEPT_FILTER_MAX])
 						      TO(AT_LD_HOW, AT_SHUTDOWN), 0);
 	f[AT_SETSOCKOPT] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_setsockopt,
 							TO(AT_LD_LEVEL, AT_SETSOCKOPT), 0);
+	f[AT_UNLINK] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, NR_UNLINK,
+						    TO(unlink_to, AT_UNLINK), 0);
+	f[AT_UNLINKAT] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_unlinkat,
+						      TO(unlink_to, AT_UNLINKAT), 0);
 	f[AT_RET_ALLOW_1] = (struct sock_filter)BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW);
 	/* shutdown(SHUT_WR) is what servers do to every connection: never worth a round trip. */
 	f[AT_LD_HOW] = (struct sock_filter)BPF_STMT(BPF_LD | BPF_W | BPF_ABS, ARG_LO(1));

@@ -26,6 +26,9 @@
  *                               filter option): returns 0, nothing changes
  *   shutdown(listener, SHUT_RD or SHUT_RDWR): returns 0, nothing changes       CONTINUE
  *                               (it would reset the queue for every worker)
+ *   unlink/unlinkat(the socket file of a held Unix listener): returns 0, the   CONTINUE
+ *                               file stays (only sent while batond holds a Unix path; Go
+ *                               removes the file when it closes a listener)
  * CONTINUE runs the call in the kernel as the server made it. A call batond could not look at
  * (the fd or the address unreadable) continues too: the kernel gives its own answer.
  */
@@ -37,6 +40,7 @@ enum intercept_call {
 	INTERCEPT_CALL_LISTEN,
 	INTERCEPT_CALL_SETSOCKOPT,
 	INTERCEPT_CALL_SHUTDOWN,
+	INTERCEPT_CALL_UNLINK, /* unlink() or unlinkat() */
 };
 
 /* What batond learned about one notified call: the call, the server's fd, the address. */
@@ -56,6 +60,11 @@ struct intercept_facts {
 	ino_t file_ino;
 	/* setsockopt: level and name; shutdown: how. */
 	int level, name, how;
+	bool removes_dir; /* unlinkat(AT_REMOVEDIR) */
+	/* unlink: the file the path names for the server (not followed if a symlink). */
+	bool path_known;
+	dev_t path_dev;
+	ino_t path_ino;
 };
 
 enum intercept_verdict {
@@ -74,7 +83,8 @@ enum intercept_reason {
 	INTERCEPT_WHY_AGAIN,	  /* bind of a listener to its own address again */
 	INTERCEPT_WHY_BOUND,	  /* bind of a socket that has an address (or is a listener) */
 	INTERCEPT_WHY_SHARED, /* listen/setsockopt/shutdown that would change the shared socket */
-	INTERCEPT_WHY_OTHER_TYPE, /* a held address, but the socket is of another type */
+	INTERCEPT_WHY_OTHER_TYPE,  /* a held address, but the socket is of another type */
+	INTERCEPT_WHY_SOCKET_FILE, /* unlink of a held listener's socket file */
 };
 
 struct intercept_decision {
@@ -98,8 +108,12 @@ bool intercept_plan_option_is_batonds(int level, int name);
 
 /*
  * Writes the seccomp filter into out: the calls above of this architecture go to batond
- * (SECCOMP_RET_USER_NOTIF), shutdown(SHUT_WR) and setsockopt of other options do not, and
- * everything else is allowed. Returns the number of instructions, or -ENOTSUP on an
- * architecture it does not know.
+ * (SECCOMP_RET_USER_NOTIF), shutdown(SHUT_WR) and setsockopt of other options do not, unlink
+ * and unlinkat only with guard_unlink (batond holds a Unix path), and everything else is
+ * allowed. Returns the number of instructions, or -ENOTSUP on an architecture it does not
+ * know.
  */
-int intercept_plan_filter(struct sock_filter out[static INTERCEPT_FILTER_MAX]);
+int intercept_plan_filter(struct sock_filter out[static INTERCEPT_FILTER_MAX], bool guard_unlink);
+
+/* Whether the filter must guard socket files: some listener in l[0..n) is a Unix path. */
+bool intercept_plan_guards_unlink(const struct listener *l, size_t n);

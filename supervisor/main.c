@@ -330,7 +330,7 @@ int main(int argc, char **argv)
 		batond_done(&b);
 		return r == -ENOMEM ? 1 : 2;
 	}
-	if ((b.cfg.pass & SPAWN_PASS_INTERCEPT) && intercept_filter_init(&b.intercept) < 0) {
+	if ((b.cfg.pass & SPAWN_PASS_INTERCEPT) && intercept_filter_init(&b.intercept, false) < 0) {
 		log_error("--intercept: no seccomp filter for this architecture");
 		batond_done(&b);
 		return 2;

@@ -1,7 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /* static_server.c - an HTTP server that binds its own socket, built -static by the tests. */
 /*
- * Usage: static_server CONFIG, where the file CONFIG says "HOST PORT". It knows nothing of batond: no LISTEN_FDS, no libc that a
+ * Usage: static_server CONFIG, where the file CONFIG says "HOST PORT" or "unix PATH". For a
+ * path it does what many servers do: removes a stale file before its bind(), and its own file
+ * when it stops (as Go does at a listener's close). It knows nothing of batond: no LISTEN_FDS, no libc that a
  * preload shim could reach (it is linked statically), a blocking accept(). Each reply names
  * the process ("pid=N"). SIGTERM is its graceful stop: it shuts its listener down (which must
  * not reach batond's shared socket), finishes the connection in hand and exits 0.
@@ -10,10 +12,12 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 static volatile sig_atomic_t stopping;
@@ -73,34 +77,48 @@ int main(int argc, char **argv)
 {
 	struct sigaction sa = { .sa_handler = on_term }; /* no SA_RESTART: accept() returns */
 	struct sockaddr_in a = { .sin_family = AF_INET };
-	char host[64];
-	unsigned port;
+	struct sockaddr_un u = { .sun_family = AF_UNIX };
+	struct sockaddr *addr = (struct sockaddr *)&a;
+	socklen_t addr_len = sizeof(a);
+	char host[64], where[sizeof(u.sun_path)];
+	unsigned port = 0;
+	bool is_unix;
 	FILE *f;
 	int one = 1;
 	int s;
 
 	f = argc == 2 ? fopen(argv[1], "re") : NULL;
 	if (!f) {
-		(void)fprintf(stderr, "usage: static_server CONFIG (a file: HOST PORT)\n");
+		(void)fprintf(stderr,
+			      "usage: static_server CONFIG (a file: HOST PORT, or unix PATH)\n");
 		return 2;
 	}
-	if (fscanf(f, "%63s %u", host, &port) != 2 || port > 65535 ||
-	    inet_pton(AF_INET, host, &a.sin_addr) != 1) {
-		(void)fprintf(stderr, "static_server: %s: expected HOST PORT\n", argv[1]);
+	is_unix = fscanf(f, "unix %107s", where) == 1;
+	if (!is_unix && (fscanf(f, "%63s %u", host, &port) != 2 || port > 65535 ||
+			 inet_pton(AF_INET, host, &a.sin_addr) != 1)) {
+		(void)fprintf(stderr, "static_server: %s: expected HOST PORT or unix PATH\n",
+			      argv[1]);
 		return 1;
 	}
 	(void)fclose(f);
-	a.sin_port = htons((unsigned short)port);
+	if (is_unix) {
+		memcpy(u.sun_path, where, strlen(where) + 1);
+		addr = (struct sockaddr *)&u;
+		addr_len = sizeof(u);
+		(void)unlink(where); /* "a stale socket from a previous run" */
+	} else {
+		a.sin_port = htons((unsigned short)port);
+		(void)snprintf(where, sizeof(where), "%s:%u", host, port);
+	}
 	(void)sigaction(SIGTERM, &sa, NULL);
 	(void)signal(SIGPIPE, SIG_IGN);
-	s = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (s < 0 || setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0) {
+	s = socket(addr->sa_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (s < 0 || (!is_unix && setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0)) {
 		perror("static_server: socket");
 		return 1;
 	}
-	if (bind(s, (struct sockaddr *)&a, sizeof(a)) < 0) {
-		(void)fprintf(stderr, "static_server: bind %s:%u: %s\n", host, port,
-			      strerror(errno));
+	if (bind(s, addr, addr_len) < 0) {
+		(void)fprintf(stderr, "static_server: bind %s: %s\n", where, strerror(errno));
 		return 1;
 	}
 	if (listen(s, 128) < 0) {
@@ -123,5 +141,7 @@ int main(int argc, char **argv)
 	if (shutdown(s, SHUT_RDWR) < 0)
 		perror("static_server: shutdown");
 	(void)close(s);
+	if (is_unix)
+		(void)unlink(where);
 	return 0;
 }

@@ -9,11 +9,12 @@ import socket
 import subprocess
 import tempfile
 
-from harness import (Batond, alive, bin_path, check, free_port, http_get, reload_and_wait,
-                     socket_inodes, wait_for)
+from harness import (Batond, Load, alive, bin_path, check, free_port, http_get,
+                     reload_and_wait, socket_inodes, wait_for)
 from servers_lib import kill_all, static_command, static_config
 
 NOBODY = 65534
+RELOADS_UNIX = 5
 
 
 def worker_of(b, gen):
@@ -154,3 +155,36 @@ def test_intercept_refuses_to_be_combined_with_another_hand_off():
                            timeout=30)
         check(r.returncode == 2, f"--intercept {' '.join(extra)}: exit {r.returncode}")
         check("--intercept" in r.stderr, f"no word about --intercept: {r.stderr!r}")
+
+
+def test_intercept_keeps_the_socket_file_a_server_removes_before_bind_and_at_exit():
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "app.sock")
+        with open(os.path.join(d, "static.conf"), "w") as f:
+            f.write(f"unix {path}\n")
+        b = Batond(["-l", f"unix:{path}", "--intercept", "--ready", "listening",
+                    "--no-control", "-v"], static_command(d))
+        try:
+            b.wait_log(r"generation 1: 1/1 workers ready")
+            ino = os.stat(path).st_ino
+            load = Load(f"unix:{path}", duration="600s", threads=2)
+            try:
+                for gen in range(2, RELOADS_UNIX + 2):
+                    old = worker_of(b, gen - 1)
+                    check(reload_and_wait(b, gen) == "done", f"reload {gen} failed:\n{b.log()}")
+                    wait_for(lambda: not alive(old), f"generation {gen - 1} to exit")
+                check(load.running(), "the load ended before the reloads did")
+                res = load.finish()
+            finally:
+                load.kill()
+            print(f"  static-server on unix:{path}, {RELOADS_UNIX} reloads under load: {res}",
+                  flush=True)
+            check(res["ok"] > 0 and res["failed"] == 0, f"failed requests: {res}")
+            # Each generation removed the file before its bind and at its exit: it stayed.
+            check(os.stat(path).st_ino == ino, "the socket file was replaced")
+            check(b.count(r"unlink of listener listen0's socket file answered 0") >=
+                  2 * RELOADS_UNIX, "the server's unlinks were not all answered")
+            check(f"pid={worker_of(b, RELOADS_UNIX + 1)}" in http_get(f"unix:{path}"),
+                  "the last generation does not answer through the file")
+        finally:
+            kill_all(b)

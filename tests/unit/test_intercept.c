@@ -3,6 +3,7 @@
 #include "unit.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <linux/seccomp.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -239,25 +240,53 @@ START_TEST(listen_setsockopt_and_shutdown_leave_a_shared_listener_alone)
 }
 END_TEST
 
+START_TEST(unlink_of_a_held_socket_file_is_answered_and_any_other_continues)
+{
+	struct intercept_facts f = { .call = INTERCEPT_CALL_UNLINK,
+				     .held = -1,
+				     .path_known = true,
+				     .path_dev = 1,
+				     .path_ino = 77 };
+	struct intercept_decision d = decide(&f);
+
+	ck_assert_int_eq(d.verdict, INTERCEPT_RETURN);
+	ck_assert_int_eq(d.error, 0);
+	ck_assert_int_eq(d.held, 3);
+	f.removes_dir = true; /* rmdir() of it fails in the kernel, as it should */
+	ck_assert_int_eq(decide(&f).verdict, INTERCEPT_CONTINUE);
+	f.removes_dir = false;
+	f.path_ino = 78;
+	ck_assert_int_eq(decide(&f).verdict, INTERCEPT_CONTINUE);
+	f.path_ino = 77;
+	f.path_known = false;
+	ck_assert_int_eq(decide(&f).verdict, INTERCEPT_CONTINUE);
+	/* The filter sends unlink only while some listener is a Unix path. */
+	ck_assert(intercept_plan_guards_unlink(held, 6));
+	ck_assert(!intercept_plan_guards_unlink(held, 3));
+	ck_assert(!intercept_plan_guards_unlink(&held[4], 1)); /* abstract: no file */
+}
+END_TEST
+
 START_TEST(system_call_numbers_map_to_the_calls)
 {
 	ck_assert_int_eq(intercept_plan_call(SYS_bind), INTERCEPT_CALL_BIND);
 	ck_assert_int_eq(intercept_plan_call(SYS_listen), INTERCEPT_CALL_LISTEN);
 	ck_assert_int_eq(intercept_plan_call(SYS_setsockopt), INTERCEPT_CALL_SETSOCKOPT);
 	ck_assert_int_eq(intercept_plan_call(SYS_shutdown), INTERCEPT_CALL_SHUTDOWN);
+	ck_assert_int_eq(intercept_plan_call(SYS_unlinkat), INTERCEPT_CALL_UNLINK);
 	ck_assert_int_eq(intercept_plan_call(SYS_close), INTERCEPT_CALL_OTHER);
 }
 END_TEST
 
 /* The child's calls, in order; the marker listen(-1) is always sent to batond. */
-static void __attribute__((noreturn)) filtered_child(int sock)
+static void __attribute__((noreturn)) filtered_child(int sock, bool guard_unlink)
 {
 	struct intercept_filter f;
 	struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
 	int one = 1, zero = 0;
 	int fd, s;
 
-	if (intercept_filter_init(&f) < 0)
+	if (intercept_filter_init(&f, guard_unlink) < 0)
 		_exit(10);
 	s = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	fd = intercept_install(&f.prog);
@@ -269,12 +298,16 @@ static void __attribute__((noreturn)) filtered_child(int sock)
 	(void)setsockopt(s, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	(void)setsockopt(s, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
 	(void)getpid();
+	if (!guard_unlink)
+		(void)unlinkat(AT_FDCWD, "/nonexistent/baton-test", 0);
 	(void)listen(-1, 1);
 	/* Sent. */
 	(void)setsockopt(s, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
 	(void)shutdown(s, SHUT_RD);
 	(void)bind(s, (struct sockaddr *)&a, sizeof(a));
 	(void)listen(s, 1);
+	if (guard_unlink)
+		(void)unlinkat(AT_FDCWD, "/nonexistent/baton-test", 0);
 	_exit(0);
 }
 
@@ -297,32 +330,54 @@ static long next_call(int nfd, uint64_t *ret_arg1)
 	return (long)req.data.nr;
 }
 
-START_TEST(the_filter_sends_batond_exactly_the_calls_it_decides_on)
+/* Forks filtered_child(); returns its pid and the listener its filter made. */
+static pid_t start_filtered_child(bool guard_unlink, int *ret_nfd)
 {
-	int sv[2], nfd = -1, err = 0, status = 0;
+	int sv[2], err = 0;
 	size_t n_fds = 0;
-	uint64_t arg1 = 0;
 	pid_t pid;
 
 	ck_assert_int_eq(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv), 0);
 	pid = fork();
 	ck_assert_int_ge(pid, 0);
 	if (pid == 0)
-		filtered_child(sv[1]);
+		filtered_child(sv[1], guard_unlink);
 	(void)close(sv[1]);
-	ck_assert_int_eq(proto_recv(sv[0], &err, sizeof(err), &nfd, 1, &n_fds),
+	ck_assert_int_eq(proto_recv(sv[0], &err, sizeof(err), ret_nfd, 1, &n_fds),
 			 (ssize_t)sizeof(err));
 	ck_assert_int_eq(n_fds, 1);
+	(void)close(sv[0]);
+	return pid;
+}
+
+static void check_calls(bool guard_unlink)
+{
+	int nfd = -1, status = 0;
+	uint64_t arg1 = 0;
+	pid_t pid = start_filtered_child(guard_unlink, &nfd);
+
 	ck_assert_int_eq(next_call(nfd, &arg1), SYS_listen); /* the marker came first */
 	ck_assert_int_eq(next_call(nfd, &arg1), SYS_setsockopt);
 	ck_assert_int_eq(next_call(nfd, &arg1), SYS_shutdown);
 	ck_assert_int_eq(arg1, SHUT_RD);
 	ck_assert_int_eq(next_call(nfd, &arg1), SYS_bind);
 	ck_assert_int_eq(next_call(nfd, &arg1), SYS_listen);
+	if (guard_unlink)
+		ck_assert_int_eq(next_call(nfd, &arg1), SYS_unlinkat);
 	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
 	ck_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
 	(void)close(nfd);
-	(void)close(sv[0]);
+}
+
+START_TEST(the_filter_sends_batond_exactly_the_calls_it_decides_on)
+{
+	check_calls(false);
+}
+END_TEST
+
+START_TEST(the_filter_sends_unlink_only_while_a_socket_file_is_held)
+{
+	check_calls(true);
 }
 END_TEST
 
@@ -342,8 +397,10 @@ Suite *intercept_suite(void)
 	tcase_add_test(tc, a_listener_bound_again_to_its_address_succeeds_and_elsewhere_fails);
 	tcase_add_test(tc, what_batond_could_not_read_continues);
 	tcase_add_test(tc, listen_setsockopt_and_shutdown_leave_a_shared_listener_alone);
+	tcase_add_test(tc, unlink_of_a_held_socket_file_is_answered_and_any_other_continues);
 	tcase_add_test(tc, system_call_numbers_map_to_the_calls);
 	tcase_add_test(tc, the_filter_sends_batond_exactly_the_calls_it_decides_on);
+	tcase_add_test(tc, the_filter_sends_unlink_only_while_a_socket_file_is_held);
 	suite_add_tcase(s, tc);
 	return s;
 }
