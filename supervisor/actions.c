@@ -102,6 +102,27 @@ static void report_spawned(struct batond *b, const struct rollout_action *a, pid
 						  .message = line });
 }
 
+/* --preload: a worker the shim can never reach is named, with what to use instead. */
+static void warn_preload_cannot_reach(unsigned gen, const char *path)
+{
+	switch (intercept_exec_kind(path)) {
+	case INTERCEPT_EXEC_STATIC:
+		log_warning("generation %u: %s is statically linked (no PT_INTERP): the preload "
+			    "shim cannot load into it, so its bind() gets no listener of batond's; "
+			    "run it with --intercept instead",
+			    gen, path);
+		break;
+	case INTERCEPT_EXEC_GO:
+		log_warning("generation %u: %s is a Go program: it makes its system calls "
+			    "itself, so the preload shim never sees its bind() and it gets no "
+			    "listener of batond's; run it with --intercept instead",
+			    gen, path);
+		break;
+	default:
+		break;
+	}
+}
+
 /* ROLLOUT_DO_SPAWN: fork/exec one worker; the result is queued as the machine's next event. */
 static void run_spawn(struct batond *b, const struct rollout_action *a)
 {
@@ -133,11 +154,8 @@ static void run_spawn(struct batond *b, const struct rollout_action *a)
 	int r;
 
 	/* Once per generation: the binary may have changed since the last one. */
-	if (se.preload && a->index == 0 && intercept_exec_is_static(b->cfg.exec_path) > 0)
-		log_warning("generation %u: %s is statically linked (no PT_INTERP): the preload "
-			    "shim cannot load into it, so its bind() gets no listener of batond's; "
-			    "run it with --intercept instead",
-			    a->gen, b->cfg.exec_path);
+	if (se.preload && a->index == 0)
+		warn_preload_cannot_reach(a->gen, b->cfg.exec_path);
 	/* Built again for each spawn: a Unix path listener may have come (batonctl listen). */
 	if (intercept)
 		(void)intercept_filter_init(

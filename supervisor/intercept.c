@@ -442,9 +442,43 @@ int intercept_watch(struct batond *b, struct worker_extra *x, int fd)
 	return 0;
 }
 
-int intercept_exec_is_static(const char *path)
+#define SHSTRTAB_MAX (64 * 1024) /* bytes of section names read; more is not a program's */
+
+/* Whether the section headers name a ".go.buildinfo" (every Go program has one). */
+static bool has_go_section(int fd, const Elf64_Ehdr *eh)
+{
+	_cleanup_free_ char *names = NULL;
+	Elf64_Shdr strtab;
+	size_t n_names;
+
+	if (eh->e_shoff == 0 || eh->e_shentsize != sizeof(Elf64_Shdr) ||
+	    eh->e_shstrndx >= eh->e_shnum ||
+	    pread(fd, &strtab, sizeof(strtab),
+		  (off_t)(eh->e_shoff + (uint64_t)eh->e_shstrndx * sizeof(strtab))) !=
+		    (ssize_t)sizeof(strtab) ||
+	    strtab.sh_size == 0 || strtab.sh_size > SHSTRTAB_MAX)
+		return false;
+	n_names = (size_t)strtab.sh_size;
+	names = malloc(n_names + 1);
+	if (!names || pread(fd, names, n_names, (off_t)strtab.sh_offset) != (ssize_t)n_names)
+		return false;
+	names[n_names] = '\0';
+	for (unsigned i = 0; i < eh->e_shnum; i++) {
+		Elf64_Shdr sh;
+
+		if (pread(fd, &sh, sizeof(sh), (off_t)(eh->e_shoff + (uint64_t)i * sizeof(sh))) !=
+		    (ssize_t)sizeof(sh))
+			return false;
+		if (sh.sh_name < n_names && strcmp(names + sh.sh_name, ".go.buildinfo") == 0)
+			return true;
+	}
+	return false;
+}
+
+int intercept_exec_kind(const char *path)
 {
 	_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
+	bool interp = false;
 	Elf64_Ehdr eh;
 
 	if (fd < 0)
@@ -452,15 +486,16 @@ int intercept_exec_is_static(const char *path)
 	if (pread(fd, &eh, sizeof(eh), 0) != (ssize_t)sizeof(eh) ||
 	    memcmp(eh.e_ident, ELFMAG, SELFMAG) != 0 || eh.e_ident[EI_CLASS] != ELFCLASS64 ||
 	    eh.e_phentsize != sizeof(Elf64_Phdr))
-		return 0; /* not a 64-bit ELF program: a script, whose interpreter is what runs */
-	for (unsigned i = 0; i < eh.e_phnum; i++) {
+		return INTERCEPT_EXEC_OTHER; /* a script: its interpreter is what runs */
+	for (unsigned i = 0; i < eh.e_phnum && !interp; i++) {
 		Elf64_Phdr ph;
 
 		if (pread(fd, &ph, sizeof(ph), (off_t)(eh.e_phoff + (uint64_t)i * sizeof(ph))) !=
 		    (ssize_t)sizeof(ph))
 			return -EBADMSG;
-		if (ph.p_type == PT_INTERP)
-			return 0;
+		interp = ph.p_type == PT_INTERP;
 	}
-	return 1;
+	if (has_go_section(fd, &eh))
+		return INTERCEPT_EXEC_GO;
+	return interp ? INTERCEPT_EXEC_OTHER : INTERCEPT_EXEC_STATIC;
 }

@@ -37,9 +37,15 @@ int intercept_install(const struct sock_fprog *prog);
  */
 int intercept_watch(struct batond *b, struct worker_extra *x, int fd);
 
+/* What a worker command is, as far as the preload shim is concerned. */
+enum intercept_exec_kind {
+	INTERCEPT_EXEC_OTHER,  /* dynamically linked C-library program, a script, not ELF */
+	INTERCEPT_EXEC_STATIC, /* no PT_INTERP: no dynamic loader, so no LD_PRELOAD */
+	INTERCEPT_EXEC_GO,     /* a Go program (.go.buildinfo): its own system calls */
+};
+
 /*
- * Whether path is an ELF program without PT_INTERP (statically linked: no dynamic loader, so
- * no LD_PRELOAD). Returns 1 if so, 0 if it has one or is not ELF (a script), or a negative
- * errno.
+ * Looks at path's ELF headers (a 64-bit ELF program; anything else is OTHER). Returns the
+ * kind, or a negative errno if path cannot be read.
  */
-int intercept_exec_is_static(const char *path);
+int intercept_exec_kind(const char *path);

@@ -11,7 +11,8 @@ import tempfile
 
 from harness import (Batond, Load, alive, bin_path, check, free_port, http_get,
                      reload_and_wait, socket_inodes, wait_for)
-from servers_lib import kill_all, static_command, static_config
+from servers_lib import (caddy_command, caddy_config, caddy_env, kill_all, static_command,
+                         static_config)
 
 NOBODY = 65534
 RELOADS_UNIX = 5
@@ -131,7 +132,7 @@ def test_a_server_binding_an_address_batond_does_not_hold_fails_clearly_and_does
             kill_all(b)
 
 
-def test_preload_says_at_spawn_that_a_static_worker_is_out_of_its_reach():
+def test_preload_says_at_spawn_that_a_static_or_go_worker_is_out_of_its_reach():
     with tempfile.TemporaryDirectory() as d:
         port = free_port()
         static_config(d, port)
@@ -143,6 +144,16 @@ def test_preload_says_at_spawn_that_a_static_worker_is_out_of_its_reach():
             # Exactly what it said: the server's own bind finds batond's address taken.
             b.wait_log(r"generation 1 failed to start")
             check("Address already in use" in b.log(), f"unexpected failure:\n{b.log()}")
+            check(b.wait_exit() == 1, "batond did not exit 1")
+        finally:
+            kill_all(b)
+        # caddy (Go): dynamically linked, but its system calls never reach the shim.
+        caddy_config(d, port)
+        b = Batond(["-l", f"127.0.0.1:{port}", "--preload", "--ready-timeout", "1s",
+                    "--no-control"], caddy_command(d), env=caddy_env(d))
+        try:
+            b.wait_log(r"generation 1: \S+/caddy is a Go program: it makes its system calls "
+                       r"itself, so the preload shim never sees its bind\(\).*--intercept")
             check(b.wait_exit() == 1, "batond did not exit 1")
         finally:
             kill_all(b)
