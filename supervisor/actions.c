@@ -389,6 +389,8 @@ static void run_action(struct batond *b, const struct rollout_action *a)
 		batond_report_rollout(b, a, level, line);
 		report_to_systemd(b, a, line);
 		commands_on_report(b, a, line);
+		if (a->report == ROLLOUT_GEN_READY && !a->reload)
+			events_check_drain_signal(b, a->gen);
 		break;
 	case ROLLOUT_DO_EXIT:
 		(void)snprintf(line, sizeof(line), "every worker is gone: exiting with status %d",

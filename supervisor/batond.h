@@ -43,9 +43,10 @@ struct metrics_server;
 struct worker_extra {
 	char status[NOTIFY_STATUS_MAX]; /* last STATUS= */
 	bool stopping;			/* said STOPPING=1 */
-	struct channel *ch;		/* --pass scm: the worker's channel, until it exits */
-	struct batond *b;		/* for the channel's callbacks */
-	unsigned id;			/* rollout record id */
+	int shim_drain;	    /* NOTIFY_SHIM_*: the preload shim's word from the main process */
+	struct channel *ch; /* --pass scm: the worker's channel, until it exits */
+	struct batond *b;   /* for the channel's callbacks */
+	unsigned id;	    /* rollout record id */
 	int pid;
 	int adopted_channel_fd; /* upgrade: the channel to take over in run(), or -1 */
 	/*
@@ -210,6 +211,13 @@ int events_watch_pidfd(struct batond *b, struct worker_extra *x, int pidfd, pid_
 
 /* --ready listening: look at starting workers soon (after a spawn). */
 void events_ready_poll_arm(struct batond *b);
+
+/*
+ * Once, when the first generation serves: reads what its first worker's main process does with
+ * the drain signal (/proc/PID/status, and the preload shim's word) and tells the operator when
+ * a reload will lose requests, with the fix (drain_plan.c decides).
+ */
+void events_check_drain_signal(struct batond *b, unsigned gen);
 
 /* SIGCHLD: reaps every child, feeding the workers' exits to the machine. */
 int events_on_sigchld(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata);

@@ -17,6 +17,8 @@
 #include "channel.h"
 #include "cleanup.h"
 #include "control.h"
+#include "drain_plan.h"
+#include "duration.h"
 #include "einhorn.h"
 #include "log.h"
 #include "loop.h"
@@ -313,6 +315,9 @@ static int on_notify(sd_event_source *s, int fd, uint32_t revents, void *userdat
 			log_debug("generation %u worker %u (pid %d): stopping", w->gen, w->index,
 				  w->pid);
 		}
+		/* The shim's word counts from the process that gets the drain signal. */
+		if (m.shim_drain != NOTIFY_SHIM_NONE && m.pid == w->pid)
+			x->shim_drain = m.shim_drain;
 		if (m.mainpid > 0 && m.mainpid != w->pid)
 			on_mainpid(b, w, m.pid, m.mainpid);
 		/* READY=1 counts only where it is the readiness asked for (--ready notify). */
@@ -320,6 +325,55 @@ static int on_notify(sd_event_source *s, int fd, uint32_t revents, void *userdat
 			feed_ready(b, w->pid);
 	}
 	return 0;
+}
+
+void events_check_drain_signal(struct batond *b, unsigned gen)
+{
+	static const enum drain_shim shim_of[] = {
+		[NOTIFY_SHIM_NONE] = DRAIN_SHIM_UNKNOWN,
+		[NOTIFY_SHIM_ARMED] = DRAIN_SHIM_ARMED,
+		[NOTIFY_SHIM_SERVER] = DRAIN_SHIM_SERVER,
+	};
+	const struct rollout_worker *w = NULL;
+	char timeout[DURATION_FORMAT_MAX], line[1024];
+	struct drain_masks m;
+	struct worker_extra *x;
+	enum drain_verdict v;
+	int r;
+
+	/* A channel drains by DRAIN, not by signal; a drain timeout of 0 kills at once. */
+	if ((b->cfg.pass & SPAWN_PASS_SCM) || b->cfg.rollout.drain_timeout_usec == 0)
+		return;
+	for (unsigned i = 0; !w && rollout_worker_at(b->rollout, i); i++) {
+		const struct rollout_worker *c = rollout_worker_at(b->rollout, i);
+
+		if (c->gen == gen && c->state == ROLLOUT_W_READY)
+			w = c;
+	}
+	if (!w)
+		return;
+	/* The shim's word travels with its READY=1, which may still wait in the queue. */
+	if (b->notify_fd >= 0)
+		(void)on_notify(NULL, b->notify_fd, 0, b);
+	x = &b->extra[batond_record_id(b, w)];
+	r = procscan_signal_masks(w->pid, &m);
+	if (r < 0) {
+		log_debug("read the signal dispositions of worker pid %d: %s", w->pid,
+			  strerror(-r));
+		return;
+	}
+	v = drain_plan_judge(b->cfg.drain_signal, &m,
+			     x->shim_drain >= 0 && x->shim_drain <= NOTIFY_SHIM_SERVER
+				     ? shim_of[x->shim_drain]
+				     : DRAIN_SHIM_UNKNOWN);
+	drain_plan_describe(
+		v, b->cfg.drain_signal, &m, w->pid, b->cfg.preload[0] != '\0',
+		duration_format(b->cfg.rollout.drain_timeout_usec, timeout, sizeof(timeout)), line,
+		sizeof(line));
+	if (drain_plan_is_a_loss(v))
+		log_warning("%s", line);
+	else
+		log_info("%s", line);
 }
 
 static void on_einhorn(void *userdata, struct control_client *cl, const char *line)

@@ -125,6 +125,11 @@ int notify_parse(const char *buf, size_t len, struct notify_message *ret)
 				if ((unsigned char)m.status[i] < ' ' || m.status[i] == 127)
 					m.status[i] = ' ';
 			m.has_status = true;
+		} else if (take(line, n, "BATON_DRAIN=", &v, &vn)) {
+			if (vn == 4 && memcmp(v, "shim", 4) == 0)
+				m.shim_drain = NOTIFY_SHIM_ARMED;
+			else if (vn == 6 && memcmp(v, "server", 6) == 0)
+				m.shim_drain = NOTIFY_SHIM_SERVER;
 		} else if (take(line, n, "MAINPID=", &v, &vn)) {
 			long pid = 0;
 

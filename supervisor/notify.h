@@ -10,13 +10,19 @@
 #define NOTIFY_STATUS_MAX  256	/* bytes of STATUS= text kept */
 #define NOTIFY_ADDRESS_MAX 128	/* bytes of a NOTIFY_SOCKET value */
 
+/* BATON_DRAIN=, which the preload shim adds to its READY=1 (docs/WRAPPING.md). */
+#define NOTIFY_SHIM_NONE   0 /* absent, or another value */
+#define NOTIFY_SHIM_ARMED  1 /* "shim": the shim drains this process on the drain signal */
+#define NOTIFY_SHIM_SERVER 2 /* "server": the server had its own disposition for it */
+
 struct notify_message {
 	pid_t pid; /* sender, from SCM_CREDENTIALS: the kernel vouches for it */
 	uid_t uid;
 	bool ready, stopping, reloading, watchdog;
 	bool has_status;
 	char status[NOTIFY_STATUS_MAX];
-	pid_t mainpid; /* 0 if absent */
+	pid_t mainpid;	/* 0 if absent */
+	int shim_drain; /* BATON_DRAIN= from the preload shim: NOTIFY_SHIM_* */
 };
 
 /*

@@ -4,6 +4,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <poll.h>
 #include <stdbool.h>
@@ -320,4 +321,33 @@ int procscan_is_descendant(pid_t pid, pid_t ancestor)
 		p = st.ppid;
 	}
 	return 0;
+}
+
+int procscan_signal_masks(pid_t pid, struct drain_masks *ret)
+{
+	_cleanup_close_ int fd = -1;
+	char path[64];
+	_cleanup_free_ char *text = malloc(PROCSCAN_STATUS_MAX);
+	size_t len = 0;
+
+	if (!text)
+		return -ENOMEM;
+	if (pid <= 0)
+		return -EINVAL;
+	(void)snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return errno == ENOENT ? -ESRCH : -errno;
+	while (len < PROCSCAN_STATUS_MAX) {
+		ssize_t n = read(fd, text + len, PROCSCAN_STATUS_MAX - len);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return errno == ESRCH ? -ESRCH : -errno;
+		if (n == 0)
+			break;
+		len += (size_t)n;
+	}
+	return drain_plan_parse_status(text, len, ret);
 }

@@ -6,6 +6,8 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "drain_plan.h"
+
 #define PROCSCAN_MAX_PROCS 4096	     /* processes of one worker looked at per check */
 #define PROCSCAN_MAX_SCAN  (1 << 20) /* entries of /proc read per check */
 
@@ -43,3 +45,8 @@ int procscan_stat(pid_t pid, struct procscan_stat *ret);
  * 0 if not (pid itself is not its own descendant), or a negative errno (-ESRCH: pid is gone).
  */
 int procscan_is_descendant(pid_t pid, pid_t ancestor);
+
+#define PROCSCAN_STATUS_MAX 8192 /* bytes of /proc/PID/status read (about 1.5 KiB today) */
+
+/* pid's blocked, ignored and caught signals (/proc/PID/status). Returns 0, -ESRCH or -errno. */
+int procscan_signal_masks(pid_t pid, struct drain_masks *ret);

@@ -644,6 +644,7 @@ static int swap(int fd, size_t i)
 /* Sends READY=1 the first time any process of this tree waits for a held listener. */
 static void ready_now(void)
 {
+	const char *msg = SHIM_READY;
 	int saved = errno;
 	int s;
 
@@ -654,15 +655,22 @@ static void ready_now(void)
 	 * connection made at load first: a server that has since changed its user (nginx's
 	 * workers) may no longer open batond's 0600 socket file by name.
 	 */
+	/*
+	 * What became of the drain signal in this process, for batond to tell the operator: the
+	 * shim took it (BATON_DRAIN=shim), or the server had its own disposition (=server).
+	 */
+	if (atomic_load(&shim.drain_armed))
+		msg = SHIM_READY "\nBATON_DRAIN=shim";
+	else if (atomic_load(&shim.drain_tried))
+		msg = SHIM_READY "\nBATON_DRAIN=server";
 	s = atomic_load(&shim.notify_fd);
-	if (s >= 0 && send(s, SHIM_READY, strlen(SHIM_READY), MSG_NOSIGNAL) >= 0) {
+	if (s >= 0 && send(s, msg, strlen(msg), MSG_NOSIGNAL) >= 0) {
 		errno = saved;
 		return;
 	}
 	s = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
 	if (s >= 0) {
-		(void)sendto(s, SHIM_READY, strlen(SHIM_READY), MSG_NOSIGNAL, &shim.notify.sa,
-			     shim.notify_len);
+		(void)sendto(s, msg, strlen(msg), MSG_NOSIGNAL, &shim.notify.sa, shim.notify_len);
 		(void)REAL(close)(s);
 	}
 	errno = saved;
@@ -942,9 +950,10 @@ static bool is_listener(int fd)
 static void saw_wait(void)
 {
 	atomic_store(&shim.waits, true);
-	ready_now();
+	/* The drain first: READY=1 says what became of it. */
 	if (!atomic_load(&shim.drain_tried))
 		drain_arm();
+	ready_now();
 }
 
 static void watch_pollfds(const struct pollfd *fds, nfds_t n)
@@ -1273,10 +1282,10 @@ static int accept_common(int fd, struct sockaddr *addr, socklen_t *len, int flag
 		 * blocking could hold it up in the kernel: not counted (docs/WRAPPING.md).
 		 */
 		counted = listener && (s || (REAL(fcntl)(fd, F_GETFL) & O_NONBLOCK));
-		if (s || in_place_of(fd) >= 0)
-			ready_now();
 		if (listener && !atomic_load(&shim.drain_tried))
 			drain_arm();
+		if (s || in_place_of(fd) >= 0)
+			ready_now();
 	}
 	for (;;) {
 		int r, saved;

@@ -74,6 +74,17 @@ START_TEST(ready_with_status_sets_both)
 }
 END_TEST
 
+START_TEST(the_preload_shims_word_on_the_drain_is_read_and_anything_else_ignored)
+{
+	ck_assert_int_eq(parse_str("READY=1\nBATON_DRAIN=shim").shim_drain, NOTIFY_SHIM_ARMED);
+	ck_assert_int_eq(parse_str("READY=1\nBATON_DRAIN=server").shim_drain, NOTIFY_SHIM_SERVER);
+	ck_assert_int_eq(parse_str("READY=1").shim_drain, NOTIFY_SHIM_NONE);
+	ck_assert_int_eq(parse_str("BATON_DRAIN=shimx").shim_drain, NOTIFY_SHIM_NONE);
+	ck_assert_int_eq(parse_str("BATON_DRAIN=").shim_drain, NOTIFY_SHIM_NONE);
+	ck_assert(parse_str("READY=1\nBATON_DRAIN=shim").ready);
+}
+END_TEST
+
 START_TEST(a_trailing_newline_is_not_part_of_the_status)
 {
 	struct notify_message m = parse_str("STATUS=x\n");
@@ -590,6 +601,7 @@ Suite *notify_suite(void)
 	tcase_set_timeout(tc, UNIT_TIMEOUT_SEC);
 	tcase_add_test(tc, ready_1_means_ready_and_nothing_else);
 	tcase_add_test(tc, ready_with_status_sets_both);
+	tcase_add_test(tc, the_preload_shims_word_on_the_drain_is_read_and_anything_else_ignored);
 	tcase_add_test(tc, a_trailing_newline_is_not_part_of_the_status);
 	tcase_add_test(tc, an_empty_status_is_still_a_status);
 	tcase_add_test(tc, stopping_reloading_and_watchdog_are_flags);

@@ -26,6 +26,7 @@ Suite *einhorn_suite(void);
 Suite *inuse_suite(void);
 Suite *control_suite(void);
 Suite *intercept_suite(void);
+Suite *drain_plan_suite(void);
 
 /* Number of open fds of this process, from /proc/self/fd; tests compare it before and after. */
 int unit_count_fds(void);

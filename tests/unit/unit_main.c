@@ -26,6 +26,7 @@ int main(void)
 	srunner_add_suite(sr, inuse_suite());
 	srunner_add_suite(sr, control_suite());
 	srunner_add_suite(sr, intercept_suite());
+	srunner_add_suite(sr, drain_plan_suite());
 	srunner_set_fork_status(sr, CK_FORK);
 	srunner_run_all(sr, CK_NORMAL);
 	failed = srunner_ntests_failed(sr);
