@@ -61,7 +61,8 @@ deps:
 	@{ $(PKG_CONFIG) --exists libsystemd check && command -v clang-format-14 && \
 	   command -v $(PYTHON) && command -v $(CC) && command -v nginx && command -v systemd-nspawn && \
 	   command -v lighttpd && command -v gunicorn && command -v prometheus && command -v curl && \
-	   command -v caddy && \
+	   command -v caddy && command -v node && command -v haproxy && command -v apache2 && \
+	   command -v uwsgi && command -v puma && command -v redis-server && command -v memcached && \
 	   command -v clang-14; } >/dev/null 2>&1 || scripts/install-deps
 
 programs: $(PROGRAMS)
