@@ -109,7 +109,7 @@ struct rollout_action {
 	int exit_code;
 };
 
-/* Read-only view of one worker, for status and logging. */
+/* Read-only view of one worker, for status and logging; rollout.c's table says how it moves. */
 enum rollout_worker_state {
 	ROLLOUT_W_FREE,
 	ROLLOUT_W_SPAWNING, /* ROLLOUT_DO_SPAWN emitted, no pid yet */
@@ -120,16 +120,28 @@ enum rollout_worker_state {
 	ROLLOUT_W_BACKOFF,  /* no process: waiting to respawn */
 };
 
+/*
+ * An order that waits for the end of the record's state. It is a field beside the state, not
+ * states of its own, because the state is what status, actions.c, upgrade.c and the upgrade
+ * text read, and to each of them a worker that is to be drained once spawned is still spawning,
+ * and a killed one is killed whatever follows. One field of exclusive values replaces three
+ * flags (respawn, drain_on_spawn, kill_on_spawn), of which drain and kill together meant kill.
+ */
+enum rollout_worker_then {
+	ROLLOUT_THEN_NONE,    /* the state ends the usual way */
+	ROLLOUT_THEN_DRAIN,   /* SPAWNING: drain the process as soon as its pid is known */
+	ROLLOUT_THEN_KILL,    /* SPAWNING: kill it as soon as its pid is known */
+	ROLLOUT_THEN_RESPAWN, /* KILLED (missed its ready timeout): respawn the slot after the exit */
+};
+
 struct rollout_worker {
 	enum rollout_worker_state state;
+	enum rollout_worker_then then;
 	unsigned gen, index;
 	int pid;  /* main process: the spawned one, or what it named with MAINPID= */
 	int pgid; /* the spawned pid, which leads the worker's process group */
 	uint64_t spawned_usec, ready_usec;
 	uint64_t deadline_usec; /* ready timeout, ready delay, drain deadline or respawn time */
-	bool respawn;		/* respawn the slot when this process exits */
-	bool drain_on_spawn;	/* told to drain while SPAWNING: drain once the pid is known */
-	bool kill_on_spawn;	/* told to die while SPAWNING: kill once the pid is known */
 };
 
 struct rollout;
@@ -151,8 +163,8 @@ int rollout_step(struct rollout *r, const struct rollout_event *ev,
  * generation w->gen is created on first use: serving if serving is true (at most one such
  * generation), else draining. w->state must be STARTING, READY, DRAINING or KILLED (STARTING
  * and READY only in the serving generation), with pid, pgid and deadline_usec (absolute,
- * CLOCK_MONOTONIC, which survives exec; never 0 for DRAINING). Returns 0, -EINVAL or -E2BIG
- * (no room).
+ * CLOCK_MONOTONIC, which survives exec; never 0 for DRAINING); w->then is not taken (the
+ * upgrade text does not carry it). Returns 0, -EINVAL or -E2BIG (no room).
  */
 int rollout_adopt(struct rollout *r, const struct rollout_worker *w, bool serving);
 
@@ -178,7 +190,8 @@ unsigned rollout_serving_gen(const struct rollout *r);
 unsigned rollout_starting_gen(const struct rollout *r);
 bool rollout_reload_pending(const struct rollout *r);
 
-/* Formats a report action as one log line into buf; returns its syslog level. */
+/* rollout_describe.c: writes a report action as one log line to buf; returns its syslog level. */
 int rollout_describe(const struct rollout_action *a, char *buf, size_t size);
 
+/* rollout_describe.c: "spawning", "ready", ...; "?" for a value the enum does not have. */
 const char *rollout_worker_state_to_string(enum rollout_worker_state s);

@@ -357,6 +357,7 @@ static bool reap_all(struct world *w)
 static void check_quiet(struct world *w)
 {
 	unsigned starting = 0, serving = rollout_serving_gen(w->r);
+	unsigned serves = w->stop_fed ? 0 : serving, starts = rollout_starting_gen(w->r);
 	uint64_t earliest = 0;
 
 	if (w->exited)
@@ -379,6 +380,18 @@ static void check_quiet(struct world *w)
 			p->tracked = true;
 			leader->tracked = true; /* by its group: rollout_find_pgid() */
 		}
+		/*
+		 * Only the pairs of state and generation that rollout.c's worker table has rows
+		 * for: a worker that starts or serves belongs to the starting or the serving
+		 * generation, a crash backoff to the serving one, a respawn after a kill to a
+		 * generation that no longer starts; a stop leaves none that serves.
+		 */
+		if (x->state == ROLLOUT_W_STARTING || x->state == ROLLOUT_W_READY)
+			CHECK(x->gen == serves || x->gen == starts);
+		if (x->state == ROLLOUT_W_BACKOFF)
+			CHECK(x->gen == serves);
+		if (x->then == ROLLOUT_THEN_RESPAWN)
+			CHECK(x->state == ROLLOUT_W_KILLED && x->gen != starts);
 		/* At most one starting generation: the only one besides the serving one. */
 		if (x->state == ROLLOUT_W_STARTING && x->gen != serving && !w->stop_fed) {
 			CHECK(starting == 0 || starting == x->gen);
@@ -424,7 +437,7 @@ static void check_quiet(struct world *w)
 
 			if (x && x->gen == serving && x->index < WORKERS_MAX &&
 			    (x->state == ROLLOUT_W_STARTING || x->state == ROLLOUT_W_READY ||
-			     x->state == ROLLOUT_W_BACKOFF || x->respawn))
+			     x->state == ROLLOUT_W_BACKOFF || x->then == ROLLOUT_THEN_RESPAWN))
 				have[x->index] = true;
 		}
 		for (unsigned k = 0; k < w->cfg.n_workers; k++)

@@ -3,13 +3,15 @@
 #include "unit.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "rollout.h"
 
-#define SEC UINT64_C(1000000)
-#define MS  UINT64_C(1000)
+#define SEC	   UINT64_C(1000000)
+#define MS	   UINT64_C(1000)
+#define H_MAX_PIDS ROLLOUT_MAX_RECORDS /* pids spawned and not yet exited, per test */
 
 /* A test drives one machine; spawns are answered with made-up pids, as main.c would. */
 struct h {
@@ -21,9 +23,12 @@ struct h {
 	uint64_t timer; /* last armed time, 0 = off */
 	int exit_code;	/* -1 until ROLLOUT_DO_EXIT */
 	bool auto_spawn;
+	int pids[H_MAX_PIDS]; /* the machine took them (spawned, adopted, MAINPID); no exit fed */
+	size_t n_pids;
 };
 
-static struct h *h_new(unsigned n_workers, unsigned batch, enum rollout_ready_mode mode)
+static struct h *h_new_drain(unsigned n_workers, unsigned batch, enum rollout_ready_mode mode,
+			     uint64_t drain_timeout_usec)
 {
 	struct rollout_config cfg = {
 		.n_workers = n_workers,
@@ -31,7 +36,7 @@ static struct h *h_new(unsigned n_workers, unsigned batch, enum rollout_ready_mo
 		.ready_mode = mode,
 		.ready_delay_usec = 2 * SEC,
 		.ready_timeout_usec = 60 * SEC,
-		.drain_timeout_usec = 30 * SEC,
+		.drain_timeout_usec = drain_timeout_usec,
 	};
 	struct h *h = calloc(1, sizeof(*h));
 
@@ -44,6 +49,11 @@ static struct h *h_new(unsigned n_workers, unsigned batch, enum rollout_ready_mo
 	h->exit_code = -1;
 	h->auto_spawn = true;
 	return h;
+}
+
+static struct h *h_new(unsigned n_workers, unsigned batch, enum rollout_ready_mode mode)
+{
+	return h_new_drain(n_workers, batch, mode, 30 * SEC);
 }
 
 static void h_free(struct h *h)
@@ -80,6 +90,40 @@ static void h_take(struct h *h, const struct rollout_action *a, size_t n)
 		h_feed_one(h, answers[i]);
 }
 
+static void h_track(struct h *h, int pid)
+{
+	for (size_t i = 0; i < h->n_pids; i++)
+		if (h->pids[i] == pid)
+			return;
+	ck_assert_uint_lt(h->n_pids, H_MAX_PIDS);
+	h->pids[h->n_pids++] = pid;
+}
+
+static void h_forget(struct h *h, int pid)
+{
+	for (size_t i = 0; i < h->n_pids; i++) {
+		if (h->pids[i] == pid) {
+			h->pids[i] = h->pids[--h->n_pids];
+			return;
+		}
+	}
+}
+
+/*
+ * What test_rollout.c promises of every step: each pid the machine took (spawned, adopted, or
+ * named by MAINPID=) was reported gone (its exit was fed) or is still tracked, by its pid or,
+ * once a MAINPID= moved the record on, as the leader of the record's process group. A pid in
+ * neither would be a worker nobody drains, kills or waits for.
+ */
+static void h_check_pids(const struct h *h)
+{
+	for (size_t i = 0; i < h->n_pids; i++)
+		ck_assert_msg(rollout_find_pid(h->r, h->pids[i]) ||
+				      rollout_find_pgid(h->r, h->pids[i]),
+			      "pid %d: its exit was not fed, and the machine no longer tracks it",
+			      h->pids[i]);
+}
+
 static void h_feed_one(struct h *h, struct rollout_event ev)
 {
 	struct rollout_action *a = calloc(ROLLOUT_MAX_ACTIONS, sizeof(*a));
@@ -89,8 +133,25 @@ static void h_feed_one(struct h *h, struct rollout_event ev)
 	ev.now_usec = h->now;
 	ck_assert_int_eq(rollout_step(h->r, &ev, a, &n), 0);
 	ck_assert_uint_le(n, ROLLOUT_MAX_ACTIONS);
+	if (ev.type == ROLLOUT_WORKER_EXITED)
+		h_forget(h, ev.pid);
+	if (ev.type == ROLLOUT_WORKER_SPAWNED && rollout_find_pid(h->r, ev.pid))
+		h_track(h, ev.pid);
+	if (ev.type == ROLLOUT_WORKER_MAINPID && rollout_find_pid(h->r, ev.new_pid))
+		h_track(h, ev.new_pid);
+	h_check_pids(h);
 	h_take(h, a, n);
 	free(a);
+}
+
+/* rollout_adopt(), and the pid is tracked if the machine took it. */
+static int h_adopt(struct h *h, const struct rollout_worker *w, bool serving)
+{
+	int r = rollout_adopt(h->r, w, serving);
+
+	if (r == 0)
+		h_track(h, w->pid);
+	return r;
 }
 
 /* Feeds one outside event; h->out then holds everything it caused. */
@@ -644,6 +705,533 @@ START_TEST(describe_gives_one_line_per_report)
 }
 END_TEST
 
+/*
+ * The worker table at the top of supervisor/rollout.c, checked row by row: each row's state is
+ * built through real events in the generation its "when" names (or the state's usual one), the
+ * row's event is fed, and the next state and the actions about the worker must be the row's.
+ * docs/DESIGN.md must carry the same rows, and every (state, event) pair must have one.
+ */
+#define TABLE_SOURCE   "supervisor/rollout.c"
+#define TABLE_DOC      "docs/DESIGN.md"
+#define TABLE_MAX_ROWS 128 /* rows of the worker table */
+#define TABLE_COLUMNS  5
+#define TABLE_CELL_MAX 48 /* bytes of one cell, with its NUL */
+#define TABLE_LINE_MAX 1024
+
+enum { COL_STATE, COL_EVENT, COL_WHEN, COL_NEXT, COL_ACTIONS };
+enum table_gen { GEN_STARTING, GEN_SERVING, GEN_DRAINING };
+
+struct table_row {
+	char cell[TABLE_COLUMNS][TABLE_CELL_MAX];
+	unsigned line;
+};
+
+struct table_state {
+	const char *name;
+	enum rollout_worker_state state;
+	enum rollout_worker_then then;
+	enum table_gen gen; /* where it is built when the row's "when" names no generation */
+};
+
+static const struct table_state table_states[] = {
+	{ "FREE", ROLLOUT_W_FREE, ROLLOUT_THEN_NONE, GEN_DRAINING },
+	{ "SPAWNING", ROLLOUT_W_SPAWNING, ROLLOUT_THEN_NONE, GEN_STARTING },
+	{ "SPAWNING+DRAIN", ROLLOUT_W_SPAWNING, ROLLOUT_THEN_DRAIN, GEN_DRAINING },
+	{ "SPAWNING+KILL", ROLLOUT_W_SPAWNING, ROLLOUT_THEN_KILL, GEN_DRAINING },
+	{ "STARTING", ROLLOUT_W_STARTING, ROLLOUT_THEN_NONE, GEN_STARTING },
+	{ "READY", ROLLOUT_W_READY, ROLLOUT_THEN_NONE, GEN_SERVING },
+	{ "DRAINING", ROLLOUT_W_DRAINING, ROLLOUT_THEN_NONE, GEN_DRAINING },
+	{ "KILLED", ROLLOUT_W_KILLED, ROLLOUT_THEN_NONE, GEN_DRAINING },
+	{ "KILLED+RESPAWN", ROLLOUT_W_KILLED, ROLLOUT_THEN_RESPAWN, GEN_SERVING },
+	{ "BACKOFF", ROLLOUT_W_BACKOFF, ROLLOUT_THEN_NONE, GEN_SERVING },
+};
+
+struct table_event {
+	const char *name;
+	enum rollout_event_type type;
+	bool force;
+};
+
+static const struct table_event table_events[] = {
+	{ "START", ROLLOUT_START, false },
+	{ "RELOAD", ROLLOUT_RELOAD, false },
+	{ "STOP", ROLLOUT_STOP, false },
+	{ "STOP force", ROLLOUT_STOP, true },
+	{ "SPAWNED", ROLLOUT_WORKER_SPAWNED, false },
+	{ "SPAWN_FAILED", ROLLOUT_SPAWN_FAILED, false },
+	{ "READY", ROLLOUT_WORKER_READY, false },
+	{ "EXITED", ROLLOUT_WORKER_EXITED, false },
+	{ "TIMER", ROLLOUT_TIMER, false },
+	{ "MAINPID", ROLLOUT_WORKER_MAINPID, false },
+};
+
+#define N_STATES (sizeof(table_states) / sizeof(table_states[0]))
+#define N_EVENTS (sizeof(table_events) / sizeof(table_events[0]))
+
+/* What a row's "when" asks for. */
+struct table_when {
+	enum rollout_ready_mode mode;
+	bool drain_now; /* --drain-timeout 0 */
+	enum table_gen gen;
+};
+
+/* The worker a row is about: its record, slot, pid and deadline before the event. */
+struct table_target {
+	unsigned record;
+	unsigned gen, index;
+	int pid;
+	uint64_t deadline;
+	bool stopped;
+};
+
+/* Splits "| a | b |" into trimmed cells: their number, -1 for no row, -2 for a cell too long. */
+static int table_split(const char *p, char cell[][TABLE_CELL_MAX], int max)
+{
+	int n = 0;
+
+	if (*p++ != '|')
+		return -1;
+	for (const char *bar; (bar = strchr(p, '|')); p = bar + 1) {
+		size_t len;
+
+		while (*p == ' ')
+			p++;
+		len = (size_t)(bar - p);
+		while (len > 0 && p[len - 1] == ' ')
+			len--;
+		if (n == max || len >= TABLE_CELL_MAX)
+			return -2;
+		memcpy(cell[n], p, len);
+		cell[n++][len] = '\0';
+	}
+	return n;
+}
+
+/* Reads the rows under "| state | event | when | next | actions |", each line after prefix. */
+static size_t table_read(const char *path, const char *prefix, struct table_row *rows)
+{
+	static const char *const header[TABLE_COLUMNS] = { "state", "event", "when", "next",
+							   "actions" };
+	char line[TABLE_LINE_MAX];
+	unsigned lineno = 0;
+	size_t n = 0;
+	bool in = false;
+	FILE *f = fopen(path, "re");
+
+	ck_assert_msg(f, "open %s: %s (unit tests run from the top of the source tree)", path,
+		      strerror(errno));
+	while (fgets(line, sizeof(line), f)) {
+		char cell[TABLE_COLUMNS + 1][TABLE_CELL_MAX];
+		int k;
+
+		lineno++;
+		if (strncmp(line, prefix, strlen(prefix)) != 0) {
+			if (in)
+				break;
+			continue;
+		}
+		k = table_split(line + strlen(prefix), cell, TABLE_COLUMNS + 1);
+		if (!in) {
+			in = k == TABLE_COLUMNS;
+			for (int c = 0; in && c < TABLE_COLUMNS; c++)
+				in = strcmp(cell[c], header[c]) == 0;
+			continue;
+		}
+		if (k == -1)
+			break;
+		ck_assert_msg(k == TABLE_COLUMNS, "%s:%u: a row of %d cells of under %d bytes",
+			      path, lineno, TABLE_COLUMNS, TABLE_CELL_MAX);
+		if (cell[COL_STATE][0] == '-')
+			continue; /* |---|---| */
+		ck_assert_uint_lt(n, TABLE_MAX_ROWS);
+		memcpy(rows[n].cell, cell, sizeof(rows[n].cell));
+		rows[n++].line = lineno;
+	}
+	fclose(f);
+	ck_assert_msg(n > 0, "%s: no worker table", path);
+	return n;
+}
+
+static const struct table_state *table_state_named(const char *name)
+{
+	for (size_t i = 0; i < N_STATES; i++)
+		if (strcmp(table_states[i].name, name) == 0)
+			return &table_states[i];
+	return NULL;
+}
+
+static const char *table_state_of(const struct rollout_worker *w)
+{
+	for (size_t i = 0; i < N_STATES; i++)
+		if (table_states[i].state == w->state && table_states[i].then == w->then)
+			return table_states[i].name;
+	return "(a state the table does not name)";
+}
+
+static const struct table_event *table_event_named(const char *name)
+{
+	for (size_t i = 0; i < N_EVENTS; i++)
+		if (strcmp(table_events[i].name, name) == 0)
+			return &table_events[i];
+	return NULL;
+}
+
+static struct table_when table_when(const struct table_row *row, const struct table_state *st)
+{
+	struct table_when w = { .mode = ROLLOUT_READY_NOTIFY, .gen = st->gen };
+	char buf[TABLE_CELL_MAX], *save = NULL;
+
+	memcpy(buf, row->cell[COL_WHEN], sizeof(buf));
+	for (char *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+		while (*t == ' ')
+			t++;
+		if (strcmp(t, "gen STARTING") == 0)
+			w.gen = GEN_STARTING;
+		else if (strcmp(t, "gen SERVING") == 0)
+			w.gen = GEN_SERVING;
+		else if (strcmp(t, "gen DRAINING") == 0)
+			w.gen = GEN_DRAINING;
+		else if (strcmp(t, "NOTIFY") == 0)
+			w.mode = ROLLOUT_READY_NOTIFY;
+		else if (strcmp(t, "DELAY") == 0)
+			w.mode = ROLLOUT_READY_DELAY;
+		else if (strcmp(t, "NONE") == 0)
+			w.mode = ROLLOUT_READY_NONE;
+		else if (strcmp(t, "drain-timeout 0") == 0)
+			w.drain_now = true;
+		else
+			ck_abort_msg(TABLE_SOURCE ":%u: unknown condition '%s'", row->line, t);
+	}
+	return w;
+}
+
+/* The live record of slot index of generation gen, or -1; there is never more than one here. */
+static int h_slot(const struct h *h, unsigned gen, unsigned index)
+{
+	int found = -1;
+
+	for (unsigned i = 0;; i++) {
+		const struct rollout_worker *w = rollout_worker_at(h->r, i);
+
+		if (!w)
+			break;
+		if (w->state == ROLLOUT_W_FREE || w->gen != gen || w->index != index)
+			continue;
+		ck_assert_msg(found < 0, "two records for generation %u slot %u", gen, index);
+		found = (int)i;
+	}
+	return found;
+}
+
+static const struct rollout_worker *h_slot_worker(const struct h *h, unsigned gen, unsigned index)
+{
+	int i = h_slot(h, gen, index);
+
+	ck_assert_int_ge(i, 0);
+	return rollout_worker_at(h->r, (unsigned)i);
+}
+
+/* Generation gen's starting workers get ready the way the ready mode makes them. */
+static void h_make_ready(struct h *h, unsigned gen, enum rollout_ready_mode mode)
+{
+	if (mode == ROLLOUT_READY_NOTIFY)
+		h_ready_all(h, gen);
+	else if (mode == ROLLOUT_READY_DELAY)
+		h_advance(h, 2 * SEC);
+}
+
+/* The timer fires at slot 0 of generation 1's deadline. */
+static void h_deadline(struct h *h)
+{
+	uint64_t deadline = h_slot_worker(h, 1, 0)->deadline_usec;
+
+	ck_assert_uint_ne(deadline, 0);
+	h->now = deadline > h->now ? deadline : h->now;
+	h_simple(h, ROLLOUT_TIMER);
+}
+
+/* Slot 0 of generation 1 crashes and, at the end of its backoff, is spawned again. */
+static void h_respawn(struct h *h)
+{
+	h_exit(h, h_slot_worker(h, 1, 0)->pid, 1);
+	h_deadline(h);
+}
+
+static void h_stop(struct h *h, bool force, struct table_target *t)
+{
+	h_feed(h, (struct rollout_event){ .type = ROLLOUT_STOP, .force = force });
+	t->stopped = true;
+}
+
+/*
+ * Builds a row's state through events, for slot 0 of generation 1 (the first one) or 2 (a
+ * reload's); fills *t. A pair of state and generation it cannot build fails the test.
+ */
+static struct h *table_build(const struct table_row *row, const struct table_state *st,
+			     const struct table_when *w, struct table_target *t)
+{
+	bool two = st->state == ROLLOUT_W_READY && w->gen == GEN_STARTING;
+	struct h *h = h_new_drain(two ? 2 : 1, 0, w->mode, w->drain_now ? 0 : 30 * SEC);
+	bool ok = true, notify = w->mode == ROLLOUT_READY_NOTIFY;
+	const struct rollout_worker *x;
+
+	*t = (struct table_target){ .gen = 1 };
+	if (st->then == ROLLOUT_THEN_DRAIN || st->then == ROLLOUT_THEN_KILL) {
+		/* A stop (then one with force) before the first worker's pid is known. */
+		h->auto_spawn = false;
+		h_simple(h, ROLLOUT_START);
+		h_stop(h, false, t);
+		if (st->then == ROLLOUT_THEN_KILL)
+			h_stop(h, true, t);
+		ok = w->gen == GEN_DRAINING;
+		goto built;
+	}
+	h_simple(h, ROLLOUT_START);
+	h_make_ready(h, 1, w->mode);
+	ck_assert_uint_eq(rollout_serving_gen(h->r), 1);
+	switch (st->state) {
+	case ROLLOUT_W_FREE: /* drained when a reload serves, then exited */
+		h_simple(h, ROLLOUT_RELOAD);
+		h_make_ready(h, 2, w->mode);
+		x = h_slot_worker(h, 1, 0);
+		t->record = (unsigned)h_slot(h, 1, 0);
+		t->pid = x->pid;
+		h_exit(h, t->pid, 0);
+		h->auto_spawn = false;
+		return h;
+	case ROLLOUT_W_SPAWNING:
+	case ROLLOUT_W_STARTING: /* new in a reload, or respawned after a crash */
+		h->auto_spawn = st->state == ROLLOUT_W_STARTING;
+		if (w->gen == GEN_STARTING) {
+			h_simple(h, ROLLOUT_RELOAD);
+			t->gen = 2;
+		} else {
+			ok = w->gen == GEN_SERVING;
+			h_respawn(h);
+		}
+		break;
+	case ROLLOUT_W_READY: /* one of two new workers is ready, or the first generation's */
+		if (w->gen == GEN_STARTING) {
+			ok = notify;
+			h_simple(h, ROLLOUT_RELOAD);
+			t->gen = 2;
+			h_ready(h, h_slot_worker(h, 2, 0)->pid);
+		} else {
+			ok = w->gen == GEN_SERVING;
+		}
+		break;
+	case ROLLOUT_W_DRAINING: /* replaced by a reload */
+		ok = w->gen == GEN_DRAINING;
+		h_simple(h, ROLLOUT_RELOAD);
+		h_make_ready(h, 2, w->mode);
+		break;
+	case ROLLOUT_W_KILLED:
+		if (st->then == ROLLOUT_THEN_RESPAWN) {
+			/* A respawned worker missed its ready timeout; then perhaps a stop. */
+			ok = notify && w->gen != GEN_STARTING;
+			h_respawn(h);
+			h_deadline(h);
+			if (w->gen == GEN_DRAINING)
+				h_stop(h, false, t);
+		} else {
+			ok = w->gen == GEN_DRAINING;
+			h_stop(h, true, t);
+		}
+		break;
+	case ROLLOUT_W_BACKOFF: /* crashed */
+		ok = w->gen == GEN_SERVING;
+		h_exit(h, h_slot_worker(h, 1, 0)->pid, 1);
+		break;
+	}
+built:
+	ck_assert_msg(ok, TABLE_SOURCE ":%u: the test cannot build %s there", row->line, st->name);
+	x = h_slot_worker(h, t->gen, 0);
+	ck_assert_str_eq(table_state_of(x), st->name);
+	/* The generation is the one the row names. */
+	if (rollout_starting_gen(h->r) == t->gen)
+		ck_assert_int_eq(w->gen, GEN_STARTING);
+	else if (rollout_serving_gen(h->r) == t->gen && !t->stopped)
+		ck_assert_int_eq(w->gen, GEN_SERVING);
+	else
+		ck_assert_int_eq(w->gen, GEN_DRAINING);
+	t->record = (unsigned)h_slot(h, t->gen, 0);
+	t->pid = x->pid;
+	t->deadline = x->deadline_usec;
+	h->auto_spawn = false;
+	return h;
+}
+
+static const char *table_report_name(const struct rollout_action *a)
+{
+	switch (a->report) {
+	case ROLLOUT_WORKER_UP:
+		return "WORKER_UP";
+	case ROLLOUT_WORKER_BACK:
+		return "WORKER_BACK";
+	case ROLLOUT_WORKER_EXIT:
+		return "WORKER_EXIT";
+	case ROLLOUT_WORKER_CRASHED:
+		return "WORKER_CRASHED";
+	case ROLLOUT_WORKER_KILLED:
+		return "WORKER_KILLED";
+	case ROLLOUT_SPAWN_ERROR:
+		return "SPAWN_ERROR";
+	case ROLLOUT_RELOAD_FAILED: /* a stop abandons a reload: not about one worker */
+		return a->reason == ROLLOUT_REASON_STOPPED ? NULL : "RELOAD_FAILED";
+	case ROLLOUT_START_FAILED:
+		return "START_FAILED";
+	default: /* about a generation, or the whole machine */
+		return NULL;
+	}
+}
+
+/*
+ * The actions of the last step about the target as the table writes them ("DRAIN, KILL"), and
+ * "new pid" if its record took the pid a MAINPID named; "-" for none.
+ */
+static void table_actions(const struct h *h, const struct table_target *t, int pid_after,
+			  bool new_pid, char *buf, size_t size)
+{
+	size_t off = 0;
+
+	for (size_t i = 0; i <= h->n && off < size; i++) {
+		const struct rollout_action *a = &h->out[i < h->n ? i : 0];
+		bool slot = a->gen == t->gen && a->index == t->index;
+		bool pid = a->pid > 0 && (a->pid == t->pid || a->pid == pid_after);
+		const char *what = NULL;
+
+		if (i == h->n)
+			what = new_pid ? "new pid" : NULL;
+		else if (a->type == ROLLOUT_DO_SPAWN && slot)
+			what = "SPAWN";
+		else if (a->type == ROLLOUT_DO_DRAIN && pid)
+			what = "DRAIN";
+		else if (a->type == ROLLOUT_DO_KILL && pid)
+			what = "KILL";
+		else if (a->type == ROLLOUT_DO_REPORT && slot)
+			what = table_report_name(a);
+		if (what)
+			off += (size_t)snprintf(buf + off, size - off, "%s%s", off ? ", " : "",
+						what);
+	}
+	if (off == 0)
+		(void)snprintf(buf, size, "-");
+}
+
+/* One cell: the row's state, built; the event, fed; the row's next state and actions, seen. */
+static void table_check(const struct table_row *row, const struct table_state *st,
+			const struct table_event *e)
+{
+	struct table_when when = table_when(row, st);
+	struct table_target t;
+	struct h *h = table_build(row, st, &when, &t);
+	struct rollout_event ev = {
+		.type = e->type,
+		.force = e->force,
+		.worker = t.record,
+		.pid = t.pid,
+		.status = 1,
+		.error = -EAGAIN,
+	};
+	char got[256];
+	const struct rollout_worker *after;
+	int fed = 0, i;
+
+	if (e->type == ROLLOUT_WORKER_SPAWNED)
+		ev.pid = fed = h->next_pid++;
+	if (e->type == ROLLOUT_WORKER_MAINPID)
+		ev.new_pid = fed = h->next_pid++;
+	if (e->type == ROLLOUT_TIMER && t.deadline > h->now)
+		h->now = t.deadline;
+	h_feed(h, ev);
+
+	i = h_slot(h, t.gen, t.index);
+	after = i >= 0 ? rollout_worker_at(h->r, (unsigned)i) : NULL;
+	ck_assert_msg(strcmp(after ? table_state_of(after) : "FREE", row->cell[COL_NEXT]) == 0,
+		      TABLE_SOURCE ":%u: %s on %s (%s) went to %s", row->line, st->name, e->name,
+		      row->cell[COL_WHEN], after ? table_state_of(after) : "FREE");
+	table_actions(h, &t, after ? after->pid : 0,
+		      e->type == ROLLOUT_WORKER_MAINPID && after && after->pid == fed, got,
+		      sizeof(got));
+	ck_assert_msg(strcmp(got, row->cell[COL_ACTIONS]) == 0,
+		      TABLE_SOURCE ":%u: %s on %s (%s) did %s", row->line, st->name, e->name,
+		      row->cell[COL_WHEN], got);
+	h_free(h);
+}
+
+START_TEST(every_cell_of_the_worker_table_holds)
+{
+	struct table_row *rows = calloc(TABLE_MAX_ROWS, sizeof(*rows));
+	struct table_row *doc = calloc(TABLE_MAX_ROWS, sizeof(*doc));
+	bool listed[N_STATES][N_EVENTS] = { { false } };
+	size_t n, n_doc;
+
+	ck_assert_ptr_nonnull(rows);
+	ck_assert_ptr_nonnull(doc);
+	n = table_read(TABLE_SOURCE, " * ", rows);
+	n_doc = table_read(TABLE_DOC, "", doc);
+	/* docs/DESIGN.md carries the same table. */
+	for (size_t i = 0; i < n || i < n_doc; i++)
+		for (int c = 0; c < TABLE_COLUMNS; c++)
+			ck_assert_msg(i < n && i < n_doc &&
+					      strcmp(rows[i].cell[c], doc[i].cell[c]) == 0,
+				      TABLE_DOC ":%u differs from " TABLE_SOURCE ":%u",
+				      i < n_doc ? doc[i].line : 0, i < n ? rows[i].line : 0);
+	/* The table names every state and every event the machine has: no other is accepted. */
+	ck_assert_str_eq(
+		rollout_worker_state_to_string((enum rollout_worker_state)(ROLLOUT_W_BACKOFF + 1)),
+		"?");
+	for (int type = 0; type < 32; type++) {
+		struct h *h = h_new(1, 0, ROLLOUT_READY_NOTIFY);
+		struct rollout_event ev = { .type = (enum rollout_event_type)type };
+		bool known = false;
+		size_t n_out;
+
+		for (size_t k = 0; k < N_EVENTS; k++)
+			known |= (int)table_events[k].type == type;
+		ck_assert_int_eq(rollout_step(h->r, &ev, h->out, &n_out), known ? 0 : -EINVAL);
+		h_free(h);
+	}
+	/* Each row names a known state and event ("other": the state's unlisted ones), once. */
+	for (size_t i = 0; i < n; i++) {
+		const struct table_state *st = table_state_named(rows[i].cell[COL_STATE]);
+		const struct table_event *e = table_event_named(rows[i].cell[COL_EVENT]);
+
+		ck_assert_msg(st, TABLE_SOURCE ":%u: unknown state", rows[i].line);
+		ck_assert_msg(e || strcmp(rows[i].cell[COL_EVENT], "other") == 0,
+			      TABLE_SOURCE ":%u: unknown event", rows[i].line);
+		for (size_t j = 0; j < i; j++)
+			ck_assert_msg(memcmp(rows[i].cell, rows[j].cell, COL_NEXT * TABLE_CELL_MAX),
+				      TABLE_SOURCE ":%u: a second row for the same cell",
+				      rows[i].line);
+		if (e)
+			listed[st - table_states][e - table_events] = true;
+	}
+	for (size_t i = 0; i < n; i++) {
+		const struct table_state *st = table_state_named(rows[i].cell[COL_STATE]);
+		const struct table_event *e = table_event_named(rows[i].cell[COL_EVENT]);
+
+		if (e) {
+			table_check(&rows[i], st, e);
+			continue;
+		}
+		for (size_t k = 0; k < N_EVENTS; k++) {
+			if (listed[st - table_states][k])
+				continue;
+			listed[st - table_states][k] = true;
+			table_check(&rows[i], st, &table_events[k]);
+		}
+	}
+	/* Every cell has a row. */
+	for (size_t s = 0; s < N_STATES; s++)
+		for (size_t k = 0; k < N_EVENTS; k++)
+			ck_assert_msg(listed[s][k], TABLE_SOURCE ": no row for %s on %s",
+				      table_states[s].name, table_events[k].name);
+	free(rows);
+	free(doc);
+}
+END_TEST
+
 /* Drains sent to the serving generation never outnumber the ready workers replacing them. */
 static void check_drains(const struct h *h)
 {
@@ -771,26 +1359,26 @@ START_TEST(adoption_refuses_workers_that_nothing_would_drain_or_end)
 	 * would never be told to drain (found by tests/fuzz/fuzz_rollout.c).
 	 */
 	w.state = ROLLOUT_W_STARTING;
-	ck_assert_int_eq(rollout_adopt(h->r, &w, false), -EINVAL);
+	ck_assert_int_eq(h_adopt(h, &w, false), -EINVAL);
 	w.state = ROLLOUT_W_READY;
-	ck_assert_int_eq(rollout_adopt(h->r, &w, false), -EINVAL);
+	ck_assert_int_eq(h_adopt(h, &w, false), -EINVAL);
 	ck_assert_ptr_null(rollout_find_pid(h->r, 300));
 	/* A drain without a deadline would hold a stop forever if the worker ignores it. */
 	w.state = ROLLOUT_W_DRAINING;
-	ck_assert_int_eq(rollout_adopt(h->r, &w, false), -EINVAL);
+	ck_assert_int_eq(h_adopt(h, &w, false), -EINVAL);
 	w.deadline_usec = h->now + SEC;
-	ck_assert_int_eq(rollout_adopt(h->r, &w, false), 0);
+	ck_assert_int_eq(h_adopt(h, &w, false), 0);
 
 	/* The serving generation takes both, a respawned worker may still be starting. */
 	w = (struct rollout_worker){ .state = ROLLOUT_W_READY, .gen = 4, .pid = 400, .pgid = 400 };
-	ck_assert_int_eq(rollout_adopt(h->r, &w, true), 0);
+	ck_assert_int_eq(h_adopt(h, &w, true), 0);
 	w = (struct rollout_worker){ .state = ROLLOUT_W_STARTING,
 				     .gen = 4,
 				     .index = 1,
 				     .pid = 401,
 				     .pgid = 401,
 				     .deadline_usec = h->now + 60 * SEC };
-	ck_assert_int_eq(rollout_adopt(h->r, &w, true), 0);
+	ck_assert_int_eq(h_adopt(h, &w, true), 0);
 	rollout_adopt_done(h->r, 5);
 	ck_assert_uint_eq(rollout_serving_gen(h->r), 4);
 	ck_assert_uint_eq(rollout_starting_gen(h->r), 0);
@@ -815,7 +1403,7 @@ START_TEST(adoption_respawns_the_serving_slots_that_had_no_process)
 	 * tests/fuzz/fuzz_rollout.c: they were lost until the next reload).
 	 */
 	w.pgid = w.pid;
-	ck_assert_int_eq(rollout_adopt(h->r, &w, true), 0);
+	ck_assert_int_eq(h_adopt(h, &w, true), 0);
 	rollout_adopt_done(h->r, 5);
 	h_simple(h, ROLLOUT_TIMER);
 	ck_assert_uint_eq(h_count(h, ROLLOUT_DO_SPAWN), 2);
@@ -841,7 +1429,7 @@ START_TEST(adoption_without_a_serving_worker_serves_again_and_reloads)
 
 	/* Every serving worker was in its crash backoff: only a draining one is handed over. */
 	w.deadline_usec = h->now + 30 * SEC;
-	ck_assert_int_eq(rollout_adopt(h->r, &w, false), 0);
+	ck_assert_int_eq(h_adopt(h, &w, false), 0);
 	rollout_adopt_done(h->r, 4);
 	h_simple(h, ROLLOUT_TIMER);
 	ck_assert_uint_eq(h_count(h, ROLLOUT_DO_SPAWN), 2);
@@ -884,6 +1472,7 @@ Suite *rollout_suite(void)
 	tcase_add_test(tc, events_about_unknown_pids_are_ignored);
 	tcase_add_test(tc, mainpid_moves_the_worker_to_its_new_main_process);
 	tcase_add_test(tc, describe_gives_one_line_per_report);
+	tcase_add_test(tc, every_cell_of_the_worker_table_holds);
 	tcase_add_test(tc, adoption_refuses_workers_that_nothing_would_drain_or_end);
 	tcase_add_test(tc, adoption_respawns_the_serving_slots_that_had_no_process);
 	tcase_add_test(tc, adoption_without_a_serving_worker_serves_again_and_reloads);
