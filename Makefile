@@ -6,7 +6,13 @@ PREFIX	?= /usr/local
 DESTDIR	?=
 BINDIR	?= $(PREFIX)/bin
 MANDIR	?= $(PREFIX)/share/man
-LIBDIR	?= $(PREFIX)/lib
+# Debian's multiarch directory where dpkg-architecture says which one (in ld.so's and
+# pkg-config's search path under /usr and /usr/local alike), else PREFIX/lib.
+MULTIARCH := $(shell dpkg-architecture -qDEB_HOST_MULTIARCH 2>/dev/null)
+LIBDIR	?= $(PREFIX)/lib$(if $(MULTIARCH),/$(MULTIARCH))
+# The preload shim: private to batond, which finds it at BINDIR/../lib/baton at run time too,
+# so that an install at another PREFIX than the build's still finds its own shim.
+PKGLIBDIR ?= $(PREFIX)/lib/baton
 INCLUDEDIR ?= $(PREFIX)/include
 # systemd looks for units in /usr/local/lib/systemd/system too: the shipped ones work as installed.
 UNITDIR	?= $(PREFIX)/lib/systemd/system
@@ -30,7 +36,7 @@ WARN	:= -Wall -Wextra -Wshadow -Wformat=2 -Wformat-security -Wstrict-prototypes 
 	   -Wmissing-prototypes -Wold-style-definition -Wpointer-arith -Wundef \
 	   -Wimplicit-fallthrough -Wvla -Wcast-align -Wwrite-strings -Werror
 CFLAGS	?= $(OPT)
-ALL_CFLAGS := -std=c17 -D_GNU_SOURCE -DBATON_VERSION='"$(VERSION)"' -DBATON_LIBDIR='"$(PREFIX)/lib/baton"' $(WARN) $(SAN) \
+ALL_CFLAGS := -std=c17 -D_GNU_SOURCE -DBATON_VERSION='"$(VERSION)"' -DBATON_LIBDIR='"$(PKGLIBDIR)"' $(WARN) $(SAN) \
 	   -fstack-protector-strong -fPIC -Icommon -Iproto $(CFLAGS)
 LDLIBS_SD   = $(shell $(PKG_CONFIG) --libs libsystemd 2>/dev/null)
 CFLAGS_SD   = $(shell $(PKG_CONFIG) --cflags libsystemd 2>/dev/null)
@@ -169,7 +175,7 @@ lint:
 # gcc's static analyzer over every C file of the tree, each compiled as the build compiles it.
 # Zero reports is the rule; a suppression names its reason in a comment where it is made.
 ANALYZE_FLAGS := -fanalyzer -O1 -std=c17 -D_GNU_SOURCE -DBATON_VERSION='"$(VERSION)"' \
-		 -DBATON_LIBDIR='"$(PREFIX)/lib/baton"' $(WARN) -Icommon -Iproto -Isupervisor -Iworker \
+		 -DBATON_LIBDIR='"$(PKGLIBDIR)"' $(WARN) -Icommon -Iproto -Isupervisor -Iworker \
 		 -Itests/fuzz
 analyze:
 	@fail=0; for f in $$(git ls-files '*.c'); do \
@@ -204,7 +210,7 @@ FUZZ_DIR	:= $(BUILD)/fuzz
 FUZZ_TARGETS	:= $(patsubst tests/fuzz/fuzz_%.c,%,$(sort $(wildcard tests/fuzz/fuzz_*.c)))
 FUZZ_BINS	:= $(patsubst %,$(FUZZ_DIR)/fuzz_%,$(FUZZ_TARGETS))
 FUZZ_CFLAGS	:= -g -O1 -std=c17 -D_GNU_SOURCE -DBATON_VERSION='"$(VERSION)"' \
-		   -DBATON_LIBDIR='"$(PREFIX)/lib/baton"' $(WARN) -Wno-cast-align -fno-omit-frame-pointer \
+		   -DBATON_LIBDIR='"$(PKGLIBDIR)"' $(WARN) -Wno-cast-align -fno-omit-frame-pointer \
 		   -fsanitize=address,undefined -fno-sanitize-recover=all \
 		   -Icommon -Iproto -Isupervisor -Itests/fuzz
 FUZZ_LIB_OBJ	:= $(patsubst %.c,$(FUZZ_DIR)/obj/%.o,$(SUPERVISOR_LIB) $(PROTO_SRC) $(COMMON_SRC) \
@@ -247,8 +253,8 @@ install: programs
 	install -m 0755 $(BUILD)/batonctl $(DESTDIR)$(BINDIR)/batonctl
 	install -m 0644 docs/batonctl.8 $(DESTDIR)$(MANDIR)/man8/batonctl.8
 	install -m 0644 docs/batond.8 $(DESTDIR)$(MANDIR)/man8/batond.8
-	install -d $(DESTDIR)$(PREFIX)/lib/baton
-	install -m 0644 $(BUILD)/libbaton-preload.so $(DESTDIR)$(PREFIX)/lib/baton/libbaton-preload.so
+	install -d $(DESTDIR)$(PKGLIBDIR)
+	install -m 0644 $(BUILD)/libbaton-preload.so $(DESTDIR)$(PKGLIBDIR)/libbaton-preload.so
 	install -d $(DESTDIR)$(LIBDIR)/pkgconfig $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(MANDIR)/man3
 	install -m 0755 $(BUILD)/libbaton.so $(DESTDIR)$(LIBDIR)/libbaton.so.$(VERSION)
 	ln -sf libbaton.so.$(VERSION) $(DESTDIR)$(LIBDIR)/$(LIBBATON_SONAME)
@@ -272,14 +278,14 @@ install: programs
 uninstall:
 	rm -f $(DESTDIR)$(BINDIR)/batond $(DESTDIR)$(MANDIR)/man8/batond.8 \
 	      $(DESTDIR)$(BINDIR)/batonctl $(DESTDIR)$(MANDIR)/man8/batonctl.8
-	rm -f $(DESTDIR)$(PREFIX)/lib/baton/libbaton-preload.so
+	rm -f $(DESTDIR)$(PKGLIBDIR)/libbaton-preload.so
 	rm -f $(DESTDIR)$(LIBDIR)/libbaton.so.$(VERSION) $(DESTDIR)$(LIBDIR)/$(LIBBATON_SONAME) \
 	      $(DESTDIR)$(LIBDIR)/libbaton.so $(DESTDIR)$(LIBDIR)/libbaton.a \
 	      $(DESTDIR)$(LIBDIR)/pkgconfig/libbaton.pc $(DESTDIR)$(INCLUDEDIR)/baton.h \
 	      $(DESTDIR)$(MANDIR)/man3/baton.3
 	rm -f $(DESTDIR)$(BINDIR)/baton-hello $(DESTDIR)$(EXAMPLEDIR)/hello.c \
 	      $(DESTDIR)$(UNITDIR)/batond@.service $(DESTDIR)$(UNITDIR)/batond@.socket
-	-rmdir $(DESTDIR)$(PREFIX)/lib/baton $(DESTDIR)$(EXAMPLEDIR) 2>/dev/null
+	-rmdir $(DESTDIR)$(PKGLIBDIR) $(DESTDIR)$(EXAMPLEDIR) 2>/dev/null
 
 clean:
 	rm -rf build

@@ -279,23 +279,34 @@ int config_find_executable(const char *name, const char *path, char *ret, size_t
 	return first_error;
 }
 
+/* path, made exact (ld.so resolves a name without '/' through its search path), into ret. */
+static int preload_exact(const char *path, char *ret, size_t size)
+{
+	char buf[PATH_MAX];
+
+	if (access(path, R_OK) < 0)
+		return -errno;
+	if (!realpath(path, buf))
+		return -errno;
+	if (strlen(buf) >= size)
+		return -ENAMETOOLONG;
+	strcpy(ret, buf);
+	return 0;
+}
+
 int config_find_preload(const char *path, char *ret, size_t size)
 {
-	char self[PATH_MAX], buf[PATH_MAX];
+	char self[PATH_MAX], tried[3][PATH_MAX];
+	size_t n_tried = 0;
 	ssize_t n;
-	int r;
 
-	if (path) {
-		if (access(path, R_OK) < 0)
-			return -errno;
-		/* ld.so resolves a name without '/' through its search path: make it exact. */
-		if (!realpath(path, buf))
-			return -errno;
-		if (strlen(buf) >= size)
-			return -ENAMETOOLONG;
-		strcpy(ret, buf);
-		return 0;
-	}
+	if (path)
+		return preload_exact(path, ret, size);
+	/*
+	 * Beside batond (the build tree), then where an install at any prefix puts it relative
+	 * to batond (BINDIR/../lib/baton), then where this build's prefix put it: an install
+	 * with another PREFIX than the build's still finds its own shim.
+	 */
 	n = readlink("/proc/self/exe", self, sizeof(self) - 1);
 	if (n > 0) {
 		char *slash;
@@ -304,12 +315,21 @@ int config_find_preload(const char *path, char *ret, size_t size)
 		slash = strrchr(self, '/');
 		if (slash) {
 			*slash = '\0';
-			r = snprintf(buf, sizeof(buf), "%s/%s", self, PRELOAD_NAME);
-			if (r > 0 && (size_t)r < sizeof(buf) && access(buf, R_OK) == 0)
-				return config_find_preload(buf, ret, size);
+			if (snprintf(tried[n_tried], PATH_MAX, "%s/%s", self, PRELOAD_NAME) <
+			    PATH_MAX)
+				n_tried++;
+			if (snprintf(tried[n_tried], PATH_MAX, "%s/../lib/baton/%s", self,
+				     PRELOAD_NAME) < PATH_MAX)
+				n_tried++;
 		}
 	}
-	return config_find_preload(BATON_LIBDIR "/" PRELOAD_NAME, ret, size);
+	(void)snprintf(tried[n_tried++], PATH_MAX, "%s", BATON_LIBDIR "/" PRELOAD_NAME);
+	for (size_t i = 0; i < n_tried; i++)
+		if (preload_exact(tried[i], ret, size) == 0)
+			return 0;
+	for (size_t i = 0; i < n_tried; i++)
+		log_error("preload library %s not found: tried %s", PRELOAD_NAME, tried[i]);
+	return -ENOENT;
 }
 
 /*
@@ -732,9 +752,8 @@ int config_parse(int argc, char **argv, struct config *c)
 			break;
 		case OPT_PRELOAD:
 			r = config_find_preload(optarg, c->preload, sizeof(c->preload));
-			if (r < 0)
-				(void)log_error_errno(r, "preload library %s",
-						      optarg ? optarg : PRELOAD_NAME);
+			if (r < 0 && optarg)
+				(void)log_error_errno(r, "preload library %s", optarg);
 			break;
 		case OPT_INTERCEPT:
 			intercept = true;

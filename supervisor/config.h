@@ -83,8 +83,10 @@ int config_parse_ready(const char *s, enum rollout_ready_mode *ret_mode, uint64_
 int config_find_executable(const char *name, const char *path, char *ret, size_t size);
 
 /*
- * Finds libbaton-preload.so: path if given, else beside the running batond, else in the
- * installed library directory. Returns 0 and writes it to ret, or -ENOENT / -ENAMETOOLONG.
+ * Finds libbaton-preload.so: path if given; else beside the running batond (a build tree),
+ * in ../lib/baton from batond's directory (an install at any prefix), or in the library
+ * directory this build was configured for, logging every path tried if none has it.
+ * Returns 0 and writes it to ret, or -ENOENT / -EACCES / -ENAMETOOLONG.
  */
 int config_find_preload(const char *path, char *ret, size_t size);
 

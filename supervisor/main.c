@@ -248,12 +248,13 @@ static int run(struct batond *b)
 		}
 		b->pid_file_written = r >= 0 || b->adopted;
 	}
-	log_info("batond %d%s: %u worker%s of %s, notify socket %s", (int)getpid(),
+	log_info("batond %d%s: %u worker%s of %s, notify socket %s%s%s", (int)getpid(),
 		 b->adopted	? " (upgraded)"
 		 : b->recovered ? " (took over)"
 				: "",
 		 b->cfg.rollout.n_workers, b->cfg.rollout.n_workers == 1 ? "" : "s",
-		 b->cfg.exec_path, b->notify_address);
+		 b->cfg.exec_path, b->notify_address, b->cfg.preload[0] ? ", preload " : "",
+		 b->cfg.preload);
 	upgrade_adopt_channels(b);
 	if (b->handoff) {
 		/* Adopted without their state: replace them with a generation of our own at once. */
