@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/pidfd.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -147,6 +148,8 @@ static void run_spawn(struct batond *b, const struct rollout_action *a)
 	struct spawn_options opt = {
 		.creds = &b->cfg.creds,
 		.seccomp = intercept ? &b->intercept.prog : NULL,
+		/* Only beside a serving generation is there anyone to yield the CPU to. */
+		.nice_increment = rollout_serving_gen(b->rollout) ? b->cfg.start_nice : 0,
 	};
 	_cleanup_close_ int sfd = -1;
 	char **envp = NULL;
@@ -361,6 +364,27 @@ static void report_to_systemd(struct batond *b, const struct rollout_action *a, 
 	}
 }
 
+/*
+ * A generation (or a respawned worker) is ready: its process groups get batond's own nice value
+ * back (--start-nice lowered it at spawn). PRIO_PGRP reaches every thread and child in the
+ * group, which a per-thread scheduler call would not.
+ */
+static void restore_priority(struct batond *b, const struct rollout_action *a)
+{
+	for (unsigned i = 0; rollout_worker_at(b->rollout, i); i++) {
+		const struct rollout_worker *w = rollout_worker_at(b->rollout, i);
+
+		if (w->state != ROLLOUT_W_READY || w->gen != a->gen ||
+		    (a->report == ROLLOUT_WORKER_BACK && w->pid != a->pid) ||
+		    !batond_group_is_the_workers(w->pid, w->pgid))
+			continue;
+		if (setpriority(PRIO_PGRP, (id_t)w->pgid, b->base_nice) < 0 && errno != ESRCH)
+			log_warning_errno(-errno,
+					  "give process group %d its priority back (nice %d)",
+					  w->pgid, b->base_nice);
+	}
+}
+
 static void run_action(struct batond *b, const struct rollout_action *a)
 {
 	char line[512];
@@ -385,6 +409,9 @@ static void run_action(struct batond *b, const struct rollout_action *a)
 		}
 		break;
 	case ROLLOUT_DO_REPORT:
+		if (b->cfg.start_nice > 0 &&
+		    (a->report == ROLLOUT_GEN_READY || a->report == ROLLOUT_WORKER_BACK))
+			restore_priority(b, a);
 		level = rollout_describe(a, line, sizeof(line));
 		batond_report_rollout(b, a, level, line);
 		report_to_systemd(b, a, line);

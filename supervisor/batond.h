@@ -83,6 +83,7 @@ struct batond {
 	sd_event *event;
 	int exit_code;
 	uint64_t started_usec;
+	int base_nice; /* batond's own nice value: what a ready worker gets back (--start-nice) */
 	bool pid_file_written;
 
 	/* The listeners as handed out (spawn fds, --ready listening's inodes), in cfg's order. */

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -33,6 +34,24 @@
 #ifndef BATON_VERSION
 #define BATON_VERSION "0.1.0"
 #endif
+
+/* Whether this process may lower its nice value back to where it is now (CAP_SYS_NICE or
+ * RLIMIT_NICE): what giving a ready worker its priority back takes. */
+static bool nice_can_be_restored(void)
+{
+	struct rlimit rl;
+	int cur;
+
+	if (geteuid() == 0)
+		return true;
+	errno = 0;
+	cur = getpriority(PRIO_PROCESS, 0);
+	if (cur == -1 && errno != 0)
+		return false;
+	/* RLIMIT_NICE n allows nice values down to 20 - n. */
+	return getrlimit(RLIMIT_NICE, &rl) == 0 &&
+	       (rl.rlim_cur == RLIM_INFINITY || 20 - (long)rl.rlim_cur <= cur);
+}
 
 void config_help(FILE *f)
 {
@@ -105,6 +124,9 @@ void config_help(FILE *f)
 		"      --group GROUP            ... and with GROUP (a name or gid) as their group\n"
 		"      --no-new-privs           workers cannot gain privileges through exec\n"
 		"                               (setuid programs, file capabilities)\n"
+		"      --start-nice N           a starting generation runs N nice levels lower\n"
+		"                               until it is ready, so that the serving one keeps\n"
+		"                               the CPU (0 to 19; default 0: off)\n"
 		"      --pid-file PATH          write batond's pid to PATH, removed on exit\n"
 		"  -v, --verbose                log debug messages too\n"
 		"  -h, --help                   show this help and exit\n"
@@ -590,6 +612,7 @@ int config_parse(int argc, char **argv, struct config *c)
 		OPT_GROUP,
 		OPT_NO_NEW_PRIVS,
 		OPT_INTERCEPT,
+		OPT_START_NICE,
 	};
 	static const struct option options[] = {
 		{ "listen", required_argument, NULL, 'l' },
@@ -610,6 +633,7 @@ int config_parse(int argc, char **argv, struct config *c)
 		{ "no-control", no_argument, NULL, OPT_NO_CONTROL },
 		{ "metrics", required_argument, NULL, OPT_METRICS },
 		{ "notify-socket", required_argument, NULL, OPT_NOTIFY_SOCKET },
+		{ "start-nice", required_argument, NULL, OPT_START_NICE },
 		{ "name", required_argument, NULL, OPT_NAME },
 		{ "pass", required_argument, NULL, OPT_PASS },
 		{ "fd-socket", required_argument, NULL, OPT_FD_SOCKET },
@@ -624,6 +648,7 @@ int config_parse(int argc, char **argv, struct config *c)
 		{ 0 },
 	};
 	bool upgrade_check = false, drain_signal_given = false, group_given = false;
+	bool start_nice_given = false;
 	bool intercept = false;
 	gid_t group = 0;
 	unsigned u, problems = 0;
@@ -632,6 +657,7 @@ int config_parse(int argc, char **argv, struct config *c)
 
 	memset(c, 0, sizeof(*c));
 	c->backlog = LISTENER_BACKLOG_DEFAULT;
+	c->start_nice = CONFIG_START_NICE_DEFAULT;
 	c->rollout.n_workers = 1;
 	c->rollout.ready_mode = ROLLOUT_READY_NOTIFY;
 	c->rollout.ready_timeout_usec = CONFIG_READY_TIMEOUT_DEFAULT_USEC;
@@ -657,6 +683,13 @@ int config_parse(int argc, char **argv, struct config *c)
 			r = uint_option("backlog", optarg, 1, INT_MAX, &u);
 			if (r >= 0)
 				c->backlog = (int)u;
+			break;
+		case OPT_START_NICE:
+			r = uint_option("start-nice", optarg, 0, 19, &u);
+			if (r >= 0) {
+				c->start_nice = (int)u;
+				start_nice_given = true;
+			}
 			break;
 		case 'n':
 		case OPT_BATCH:
@@ -876,6 +909,22 @@ int config_parse(int argc, char **argv, struct config *c)
 	if (c->no_control && c->control)
 		count_problem(usage_error("--no-control and --control exclude each other"),
 			      &problems, &first_error);
+	/*
+	 * Lowering a priority is free; giving it back needs CAP_SYS_NICE or an RLIMIT_NICE that
+	 * reaches batond's own nice value. Without either, --start-nice would leave every new
+	 * generation slow for good: refused when asked for, and the default is off.
+	 */
+	if (c->start_nice > 0 && !nice_can_be_restored()) {
+		if (start_nice_given)
+			count_problem(usage_error("--start-nice %d: this batond could not give a "
+						  "ready worker its priority back (needs "
+						  "CAP_SYS_NICE, or RLIMIT_NICE of %d or more: "
+						  "LimitNICE= in a unit, ulimit -e)",
+						  c->start_nice, 20 - getpriority(PRIO_PROCESS, 0)),
+				      &problems, &first_error);
+		else
+			c->start_nice = 0;
+	}
 	/* The shim learns the listeners from LISTEN_FDS, whatever else the server reads. */
 	if (c->preload[0])
 		c->pass |= SPAWN_PASS_ENV;

@@ -23,6 +23,8 @@ enum config_stop_mode {
 	CONFIG_STOP_IMMEDIATE, /* drain the workers at once; what is still queued is reset */
 };
 
+#define CONFIG_START_NICE_DEFAULT 0 /* --start-nice: see docs/BENCHMARKS.md for the measure */
+
 struct config {
 	struct listener listeners[CONFIG_MAX_LISTENERS];
 	size_t n_listeners;
@@ -39,6 +41,7 @@ struct config {
 	bool fdstore;	     /* --fdstore: push listeners to the manager's store without $FDSTORE */
 	const char *control; /* -c PATH, or NULL for the default path of name */
 	bool no_control;     /* --no-control: no control socket at all */
+	int start_nice;	     /* --start-nice: added to a starting generation's nice value */
 	const char *notify_socket; /* --notify-socket: a path, "@" (abstract), or NULL (default) */
 	bool has_metrics;	   /* --metrics given: */
 	struct listener metrics;   /* ... where to serve /metrics: TCP on loopback, or Unix */

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -344,6 +345,10 @@ int main(int argc, char **argv)
 	b.argv = argv;
 	b.started_usec = loop_now_usec();
 	upgrade_take_last_reload(&b);
+	errno = 0;
+	b.base_nice = getpriority(PRIO_PROCESS, 0);
+	if (b.base_nice == -1 && errno != 0)
+		b.base_nice = 0;
 	if (readlink("/proc/self/exe", b.self_path, sizeof(b.self_path) - 1) < 0)
 		log_warning_errno(-errno, "find own binary: upgrades will fail");
 	r = upgrade_take_over(&b);

@@ -452,6 +452,21 @@ child(const char *path, char *const *argv, char **envp, const int *fds, size_t n
 		goto fail;
 	if (setpgid(0, 0) < 0)
 		goto fail;
+	/*
+	 * A starting generation yields the CPU to the serving one (--start-nice); batond gives
+	 * the whole process group its priority back once it is ready. The system call, not
+	 * nice(): it reports failure without errno games, and raising the value never fails.
+	 */
+	if (opt && opt->nice_increment > 0) {
+		int cur;
+
+		errno = 0;
+		cur = getpriority(PRIO_PROCESS, 0);
+		if (!(cur == -1 && errno != 0))
+			(void)setpriority(
+				PRIO_PROCESS, 0,
+				cur + opt->nice_increment > 19 ? 19 : cur + opt->nice_increment);
+	}
 
 	/* The seccomp socket (if any) clear of the target range, then of the range closed below. */
 	if (seccomp_wr >= 0 && seccomp_wr < target_end) {

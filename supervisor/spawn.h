@@ -74,7 +74,8 @@ struct spawn_options {
 	const struct spawn_creds *creds; /* --user, --group, --no-new-privs, or NULL: batond's */
 	/* Installed last before execve(), with a notify listener (--intercept), or NULL. */
 	const struct sock_fprog *seccomp;
-	int seccomp_fd; /* out: that listener (CLOEXEC, the caller's), or -1 */
+	int seccomp_fd;	    /* out: that listener (CLOEXEC, the caller's), or -1 */
+	int nice_increment; /* added to the child's nice value before exec (--start-nice); 0 */
 };
 
 /*
