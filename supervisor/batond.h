@@ -155,6 +155,7 @@ struct batond {
 
 	/* metrics.c: what the events counted, and the --metrics server. */
 	struct metrics_counters metrics;
+	struct watch *watch; /* watch.c: --reload-on-change, or NULL */
 	struct metrics_server *metrics_server;
 };
 

@@ -124,6 +124,8 @@ void config_help(FILE *f)
 		"      --group GROUP            ... and with GROUP (a name or gid) as their group\n"
 		"      --no-new-privs           workers cannot gain privileges through exec\n"
 		"                               (setuid programs, file capabilities)\n"
+		"      --reload-on-change PATH  roll out a new generation when PATH (a file, a\n"
+		"                               directory or a symlink) changes (up to 8)\n"
 		"      --start-nice N           a starting generation runs N nice levels lower\n"
 		"                               until it is ready, so that the serving one keeps\n"
 		"                               the CPU (0 to 19; default 0: off)\n"
@@ -613,6 +615,7 @@ int config_parse(int argc, char **argv, struct config *c)
 		OPT_NO_NEW_PRIVS,
 		OPT_INTERCEPT,
 		OPT_START_NICE,
+		OPT_RELOAD_ON_CHANGE,
 	};
 	static const struct option options[] = {
 		{ "listen", required_argument, NULL, 'l' },
@@ -634,6 +637,7 @@ int config_parse(int argc, char **argv, struct config *c)
 		{ "metrics", required_argument, NULL, OPT_METRICS },
 		{ "notify-socket", required_argument, NULL, OPT_NOTIFY_SOCKET },
 		{ "start-nice", required_argument, NULL, OPT_START_NICE },
+		{ "reload-on-change", required_argument, NULL, OPT_RELOAD_ON_CHANGE },
 		{ "name", required_argument, NULL, OPT_NAME },
 		{ "pass", required_argument, NULL, OPT_PASS },
 		{ "fd-socket", required_argument, NULL, OPT_FD_SOCKET },
@@ -683,6 +687,17 @@ int config_parse(int argc, char **argv, struct config *c)
 			r = uint_option("backlog", optarg, 1, INT_MAX, &u);
 			if (r >= 0)
 				c->backlog = (int)u;
+			break;
+		case OPT_RELOAD_ON_CHANGE:
+			if (!*optarg)
+				r = usage_error("invalid --reload-on-change '': empty path");
+			else if (c->n_reload_on_change >= CONFIG_MAX_WATCH)
+				r = usage_error("--reload-on-change %s: at most %d paths", optarg,
+						CONFIG_MAX_WATCH);
+			else {
+				c->reload_on_change[c->n_reload_on_change++] = optarg;
+				r = 0;
+			}
 			break;
 		case OPT_START_NICE:
 			r = uint_option("start-nice", optarg, 0, 19, &u);

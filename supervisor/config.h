@@ -12,6 +12,7 @@
 #include "spawn.h"
 
 #define CONFIG_MAX_ALLOW     64	  /* --fd-allow entries */
+#define CONFIG_MAX_WATCH     8	  /* --reload-on-change paths */
 #define CONFIG_MAX_LISTENERS 1024 /* listeners; workers get fds 3..1026 (batond raises its limit) */
 
 #define CONFIG_READY_TIMEOUT_DEFAULT_USEC (UINT64_C(60) * 1000000) /* 60 s */
@@ -57,6 +58,8 @@ struct config {
 	struct spawn_creds creds; /* --user, --group, --no-new-privs, resolved */
 	char user[256];		  /* --user's name from the user database, or "" */
 	char user_home[4096];	  /* ... and its home directory */
+	const char *reload_on_change[CONFIG_MAX_WATCH]; /* --reload-on-change paths */
+	size_t n_reload_on_change;
 };
 
 enum {

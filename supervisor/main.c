@@ -22,6 +22,7 @@
 #include "log.h"
 #include "loop.h"
 #include "spawn.h"
+#include "watch.h"
 #include "sysd.h"
 
 /*
@@ -208,6 +209,11 @@ static int open_sources(struct batond *b)
 		b->exit_code = 2; /* an address this host cannot give, as for a listener */
 		return r;
 	}
+	r = watch_open(b);
+	if (r < 0) {
+		b->exit_code = 2; /* a path that is not there: a configuration problem */
+		return r;
+	}
 	if (b->cfg.fd_socket) {
 		r = fdsock_new(b->event, b->cfg.fd_socket, b->cfg.listeners, b->cfg.n_listeners,
 			       b->cfg.fd_allow_uids, b->cfg.n_fd_allow_uids, b->cfg.fd_allow_gids,
@@ -288,6 +294,7 @@ static void batond_done(struct batond *b)
 	actions_free(b);
 	commands_close(b);
 	metrics_close(b);
+	watch_close(b);
 	/* The final stop: only now is the last reference to each listener closed. */
 	stop_release_filters(b);
 	for (size_t i = 0; i < b->cfg.n_listeners; i++)
