@@ -36,8 +36,12 @@ WARN	:= -Wall -Wextra -Wshadow -Wformat=2 -Wformat-security -Wstrict-prototypes 
 	   -Wmissing-prototypes -Wold-style-definition -Wpointer-arith -Wundef \
 	   -Wimplicit-fallthrough -Wvla -Wcast-align -Wwrite-strings -Werror
 CFLAGS	?= $(OPT)
+# Packagers' flags (dpkg-buildflags: fortify in CPPFLAGS, relro and now in LDFLAGS) reach every
+# installed binary.
+CPPFLAGS ?=
+LDFLAGS	?=
 ALL_CFLAGS := -std=c17 -D_GNU_SOURCE -DBATON_VERSION='"$(VERSION)"' -DBATON_LIBDIR='"$(PKGLIBDIR)"' $(WARN) $(SAN) \
-	   -fstack-protector-strong -fPIC -Icommon -Iproto $(CFLAGS)
+	   -fstack-protector-strong -fPIC -Icommon -Iproto $(CPPFLAGS) $(CFLAGS)
 LDLIBS_SD   = $(shell $(PKG_CONFIG) --libs libsystemd 2>/dev/null)
 CFLAGS_SD   = $(shell $(PKG_CONFIG) --cflags libsystemd 2>/dev/null)
 LDLIBS_CHK  = $(shell $(PKG_CONFIG) --libs check 2>/dev/null)
@@ -55,7 +59,7 @@ UNIT_BIN := $(BUILD)/unit-tests
 
 obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
 
-.PHONY: all deps check check-run unit integration lint analyze demo demo-run bench bench-run fuzz \
+.PHONY: deb all deps check check-run unit integration lint analyze demo demo-run bench bench-run fuzz \
 	fuzz-deps fuzz-build fuzz-smoke \
 	install uninstall clean format
 
@@ -79,18 +83,18 @@ $(BUILD)/obj/%.o: %.c
 	$(CC) $(ALL_CFLAGS) $(CFLAGS_SD) $(CFLAGS_CHK) -Isupervisor -MMD -MP -c $< -o $@
 
 $(BUILD)/batond: $(call obj,supervisor/main.c $(SUPERVISOR_LIB) $(PROTO_SRC) $(COMMON_SRC))
-	$(CC) $(ALL_CFLAGS) $^ $(LDLIBS_SD) -o $@
+	$(CC) $(ALL_CFLAGS) $(LDFLAGS) $^ $(LDLIBS_SD) -o $@
 
 $(BUILD)/batonctl: $(call obj,supervisor/ctl.c supervisor/command_table.c supervisor/control.c \
 		    supervisor/leftovers.c \
 		    supervisor/listener.c supervisor/log.c supervisor/unix_server.c $(PROTO_SRC) \
 		    $(COMMON_SRC))
-	$(CC) $(ALL_CFLAGS) $^ $(LDLIBS_SD) -o $@
+	$(CC) $(ALL_CFLAGS) $(LDFLAGS) $^ $(LDLIBS_SD) -o $@
 
 # The HTTP server that the tests, scripts/demo and tests/bench run.
 $(BUILD)/example-httpd: $(call obj,tests/httpd/example-httpd.c common/duration.c common/sockaddr.c) \
 			 $(BUILD)/libbaton.a
-	$(CC) $(ALL_CFLAGS) $^ $(LDLIBS_SD) -o $@
+	$(CC) $(ALL_CFLAGS) $(LDFLAGS) $^ $(LDLIBS_SD) -o $@
 
 # libbaton (worker/baton.h). The shared library exports baton_* only (worker/libbaton.map); the
 # static one is one object pre-linked with every other symbol made local, so that neither lends
@@ -99,7 +103,7 @@ LIBBATON_SRC	:= worker/baton.c proto/fdpass.c proto/proto.c common/listen_close.
 LIBBATON_SONAME	:= libbaton.so.0
 
 $(BUILD)/libbaton.so: $(call obj,$(LIBBATON_SRC)) worker/libbaton.map $(BUILD)/baton-h-c99.o
-	$(CC) $(ALL_CFLAGS) -shared -Wl,-soname,$(LIBBATON_SONAME) \
+	$(CC) $(ALL_CFLAGS) $(LDFLAGS) -shared -Wl,-soname,$(LIBBATON_SONAME) \
 		-Wl,--version-script=worker/libbaton.map $(if $(SAN),,-Wl,-z,defs) \
 		$(call obj,$(LIBBATON_SRC)) $(LDLIBS_SD) -o $@
 
@@ -150,7 +154,7 @@ PRELOAD_CFLAGS := $(filter-out $(SAN),$(ALL_CFLAGS)) -U_FORTIFY_SOURCE -fvisibil
 
 $(BUILD)/libbaton-preload.so: worker/preload.c
 	@mkdir -p $(dir $@)
-	$(CC) $(PRELOAD_CFLAGS) -shared -Wl,-z,defs $< -ldl -pthread -o $@
+	$(CC) $(PRELOAD_CFLAGS) $(LDFLAGS) -shared -Wl,-z,defs $< -ldl -pthread -o $@
 
 $(UNIT_BIN): $(call obj,$(UNIT_SRC) $(SUPERVISOR_LIB) $(PROTO_SRC) $(COMMON_SRC) worker/baton.c)
 	$(CC) $(ALL_CFLAGS) $^ $(LDLIBS_CHK) $(LDLIBS_SD) -o $@
@@ -196,6 +200,17 @@ bench: deps
 	@$(PYTHON) tests/bench/handoff.py $(BUILD)
 	@$(PYTHON) tests/bench/stop.py $(BUILD)
 	@$(PYTHON) tests/bench/servers.py $(BUILD)
+
+# Debian packages (debian/): batond, libbaton0, libbaton-dev, built from the tracked files in a
+# copy under $(BUILD)/deb, so the tree stays clean; lintian checks them. Build dependencies come
+# from scripts/install-deps.
+DEB_DIR := $(BUILD)/deb
+deb: deps
+	rm -rf $(DEB_DIR) && mkdir -p $(DEB_DIR)/baton-$(VERSION)
+	git ls-files -z -co --exclude-standard | xargs -0 cp --parents -t $(DEB_DIR)/baton-$(VERSION)
+	cd $(DEB_DIR)/baton-$(VERSION) && dpkg-buildpackage -us -uc -b
+	lintian --fail-on error,warning $(DEB_DIR)/*.changes
+	@ls $(DEB_DIR)/*.deb
 
 # libFuzzer: one target per parser, tests/fuzz/fuzz_NAME.c with its seeds in tests/fuzz/corpus/NAME
 # (tests/fuzz/README.md). Each links the instrumented objects it needs from one archive, and
@@ -254,6 +269,8 @@ install: programs
 	install -m 0755 $(BUILD)/batonctl $(DESTDIR)$(BINDIR)/batonctl
 	install -m 0644 docs/batonctl.8 $(DESTDIR)$(MANDIR)/man8/batonctl.8
 	install -m 0644 docs/batond.8 $(DESTDIR)$(MANDIR)/man8/batond.8
+	install -d $(DESTDIR)$(MANDIR)/man1
+	install -m 0644 docs/baton-hello.1 $(DESTDIR)$(MANDIR)/man1/baton-hello.1
 	install -d $(DESTDIR)$(PKGLIBDIR)
 	install -m 0644 $(BUILD)/libbaton-preload.so $(DESTDIR)$(PKGLIBDIR)/libbaton-preload.so
 	install -d $(DESTDIR)$(LIBDIR)/pkgconfig $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(MANDIR)/man3
@@ -270,7 +287,7 @@ install: programs
 		sed 's|/usr/local/bin/|$(BINDIR)/|g' docs/systemd/$$u > $(DESTDIR)$(UNITDIR)/$$u; \
 	done
 	install -m 0644 worker/examples/hello.c $(DESTDIR)$(EXAMPLEDIR)/hello.c
-	$(CC) $(CFLAGS) $(SAN) -std=c99 -pedantic-errors -Wall -Wextra -Werror \
+	$(CC) $(CPPFLAGS) $(CFLAGS) $(LDFLAGS) $(SAN) -std=c99 -pedantic-errors -Wall -Wextra -Werror \
 		$$($(DEST_PC) --cflags libbaton) worker/examples/hello.c $$($(DEST_PC) --libs libbaton) \
 		-o $(DESTDIR)$(BINDIR)/baton-hello
 	@if [ -z "$(DESTDIR)" ] && [ "$$(id -u)" = 0 ] && command -v ldconfig >/dev/null; then \
@@ -285,6 +302,7 @@ uninstall:
 	      $(DESTDIR)$(LIBDIR)/pkgconfig/libbaton.pc $(DESTDIR)$(INCLUDEDIR)/baton.h \
 	      $(DESTDIR)$(MANDIR)/man3/baton.3
 	rm -f $(DESTDIR)$(BINDIR)/baton-hello $(DESTDIR)$(EXAMPLEDIR)/hello.c \
+	      $(DESTDIR)$(MANDIR)/man1/baton-hello.1 \
 	      $(DESTDIR)$(UNITDIR)/batond@.service $(DESTDIR)$(UNITDIR)/batond@.socket
 	-rmdir $(DESTDIR)$(PKGLIBDIR) $(DESTDIR)$(EXAMPLEDIR) 2>/dev/null
 
