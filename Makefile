@@ -59,7 +59,7 @@ UNIT_BIN := $(BUILD)/unit-tests
 
 obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
 
-.PHONY: deb all deps check check-run unit integration lint analyze demo demo-run bench bench-run fuzz \
+.PHONY: deb soak all deps check check-run unit integration lint analyze demo demo-run bench bench-run fuzz \
 	fuzz-deps fuzz-build fuzz-smoke \
 	install uninstall clean format
 
@@ -200,6 +200,15 @@ bench: deps
 	@$(PYTHON) tests/bench/handoff.py $(BUILD)
 	@$(PYTHON) tests/bench/stop.py $(BUILD)
 	@$(PYTHON) tests/bench/servers.py $(BUILD)
+	@$(PYTHON) tests/bench/reload_cost.py $(BUILD)
+
+# Long runs, not part of make check: 1,000 reloads under load with random worker faults
+# (failed, batond's memory and fds at the start and the end), then batond under valgrind's
+# memcheck (--track-fds=yes) through 50 reloads and a stop. docs/RELIABILITY.md has the results.
+soak: deps
+	@$(MAKE) --no-print-directory programs
+	@$(PYTHON) tests/bench/soak.py $(BUILD)
+	@tests/bench/valgrind_reloads.sh $(BUILD)
 
 # Debian packages (debian/): batond, libbaton0, libbaton-dev, built from the tracked files in a
 # copy under $(BUILD)/deb, so the tree stays clean; lintian checks them. Build dependencies come
