@@ -73,7 +73,8 @@ deps:
 	   command -v lighttpd && command -v gunicorn && command -v prometheus && command -v curl && \
 	   command -v caddy && command -v node && command -v haproxy && command -v apache2 && \
 	   command -v uwsgi && command -v puma && command -v redis-server && command -v memcached && \
-	   command -v podman && command -v runc && \
+	   command -v podman && command -v runc && command -v dh && command -v dpkg-buildpackage && \
+	   command -v lintian && command -v valgrind && \
 	   command -v clang-14; } >/dev/null 2>&1 || scripts/install-deps
 
 programs: $(PROGRAMS)
