@@ -51,7 +51,10 @@ def own_cgroup(prefix):
 class Container:
     """One booted container. Construction boots it or raises TestFailure with the reason."""
 
-    def __init__(self, name="baton"):
+    def __init__(self, name="baton", debs=None):
+        """debs: Debian packages to install in place of `make install` (their /usr laid over
+        the host's /usr, read-only), or None."""
+        self.debs = debs
         self.dir = tempfile.mkdtemp(prefix="baton-ct.")
         self.name = f"{name}-{os.getpid()}"
         self.nspawn = None
@@ -97,6 +100,14 @@ class Container:
         # baton as `make install` lays it out, under /usr/local (bound over the host's, writable
         # so that a test can deploy a broken server as an operator might).
         self.dest = os.path.join(self.dir, "dest")
+        if self.debs:
+            # The packages' files, as dpkg would unpack them: their /usr goes over the host's.
+            os.makedirs(os.path.join(self.dest, "usr/local"))
+            for deb in self.debs:
+                p = subprocess.run(["dpkg-deb", "-x", deb, self.dest], capture_output=True,
+                                   text=True)
+                check(p.returncode == 0, f"dpkg-deb -x {deb}: {p.stderr}")
+            return
         p = subprocess.run(["make", "--no-print-directory", "-C", ROOT, f"BUILD={BUILD}",
                             f"DESTDIR={self.dest}", "install"] +
                            (["SANITIZE=1"] if BUILD.rstrip("/").endswith("san") else []),
@@ -126,7 +137,8 @@ class Container:
                 [NSPAWN, "--quiet", "--boot", "--directory", self.root,
                  "--machine", self.name, "--register=no", "--keep-unit",
                  "--private-network", "--console=pipe",
-                 "--bind-ro=/usr", f"--bind={self.dest}/usr/local:/usr/local"],
+                 *([f"--overlay-ro=/usr:{self.dest}/usr:/usr"] if self.debs else
+                   ["--bind-ro=/usr", f"--bind={self.dest}/usr/local:/usr/local"])],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
                 preexec_fn=self._enter_cgroups)
         end = time.monotonic() + BOOT_DEADLINE
