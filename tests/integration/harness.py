@@ -336,6 +336,11 @@ class Load:
 
     def __init__(self, target, duration="10s", threads=4, extra=(), prefix=()):
         # prefix: a launcher that execs loadgen in place, e.g. nsenter into a network namespace.
+        # A request may take a few seconds on a busy 2-core machine (a SYN dropped from a full
+        # accept queue is resent after 1 s, then 3 s more): what the tests count as failed is
+        # what batond could cause, so a request times out only after 30 s unless a test says.
+        if "--timeout" not in extra:
+            extra = ("--timeout", "30s", *extra)
         self.proc = subprocess.Popen(
             [*prefix, bin_path("loadgen"), "-t", str(threads), "-d", duration, "--quiet", *extra,
              target],
