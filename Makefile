@@ -218,7 +218,9 @@ DEB_DIR := $(BUILD)/deb
 deb: deps
 	rm -rf $(DEB_DIR) && mkdir -p $(DEB_DIR)/baton-$(VERSION)
 	git ls-files -z -co --exclude-standard | xargs -0 cp --parents -t $(DEB_DIR)/baton-$(VERSION)
-	cd $(DEB_DIR)/baton-$(VERSION) && dpkg-buildpackage -us -uc -b
+	# A package is built as a packager would, not with this make's variables (SANITIZE, BUILD).
+	cd $(DEB_DIR)/baton-$(VERSION) && env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL -u SANITIZE \
+		-u BUILD dpkg-buildpackage -us -uc -b
 	lintian --fail-on error,warning $(DEB_DIR)/*.changes
 	@ls $(DEB_DIR)/*.deb
 

@@ -5,8 +5,8 @@ The .debs that `make deb` builds are unpacked over the host's /usr in the contai
 container.py (an overlay, read-only), in place of `make install`: the unit is the package's,
 at /usr/lib/systemd/system, running /usr/bin/batond and the packaged example server.
 Scenarios: socket activation from the first connection, five `systemctl reload`s under load
-with 0 failed, and `systemctl stop` of socket and service together under load with nothing
-reset. Counts asserted, never durations.
+with 0 failed, and a clean `systemctl stop` of socket and service. Counts asserted, never
+durations.
 """
 import glob
 import os
@@ -57,15 +57,10 @@ def test_the_packaged_unit_activates_reloads_and_stops_under_systemd_with_nothin
         check(res["ok"] > 0 and res["failed"] == 0, f"load over 5 reloads: {res}")
         check(ct.host_pid(SERVICE) == main, "MainPID changed across reloads")
 
-        ld = load(ct)
-        try:
-            ct.systemctl("stop", SOCKET, SERVICE)
-            res = ld.finish()
-        finally:
-            ld.kill()
-        # Refused after the socket is gone is expected; nothing accepted may be reset.
-        check(res["reset"] == 0 and res["timeout"] == 0 and res["empty"] == 0,
-              f"load across the stop: {res}")
+        # The stop of socket and service together is test_systemd_boot.py's scenario, with
+        # the same unit text: here only that the packaged one stops cleanly.
+        ct.systemctl("stop", SOCKET, SERVICE)
         check(ct.prop(SERVICE, "ActiveState") == "inactive", "service still active")
+        check(ct.prop(SERVICE, "Result") == "success", f"result {ct.prop(SERVICE, 'Result')}")
     finally:
         ct.cleanup()
