@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -125,11 +126,19 @@ int main(int argc, char **argv)
 		perror("static_server: listen");
 		return 1;
 	}
+	/*
+	 * A SIGTERM that lands between the check of stopping and the accept() would leave the
+	 * server blocked there, taking connections until it is killed with one in hand: accept()
+	 * gives up every 100 ms so that the flag is looked at again.
+	 */
+	if (setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &(struct timeval){ .tv_usec = 100000 },
+		       sizeof(struct timeval)) < 0)
+		perror("static_server: setsockopt SO_RCVTIMEO");
 	while (!stopping) {
 		int c = accept(s, NULL, NULL);
 
 		if (c < 0) {
-			if (errno == EINTR || errno == ECONNABORTED)
+			if (errno == EINTR || errno == ECONNABORTED || errno == EAGAIN)
 				continue;
 			perror("static_server: accept");
 			return 1;
