@@ -143,6 +143,9 @@ int main(int argc, char **argv)
 			perror("static_server: accept");
 			return 1;
 		}
+		/* A connection inherits the listener's timeout: its reads wait as long as they must. */
+		(void)setsockopt(c, SOL_SOCKET, SO_RCVTIMEO, &(struct timeval){ 0 },
+				 sizeof(struct timeval));
 		serve(c);
 		(void)close(c);
 	}
